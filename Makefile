@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   train a small EGNN with Dynamic Training on the embedded example, then evaluate it
+#   make test   run the test suite
+# Both create/update a virtual environment in .venv. An existing torch in the system Python is reused
+# (so GPU users keep their CUDA build); otherwise the CPU build torch==2.13.0 is installed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "Reusing the system torch ($$($(PYTHON) -c 'import torch; print(torch.__version__)'))"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV); \
+		$(PY) -m pip install -q --upgrade pip; \
+		$(PY) -m pip install -q torch==2.13.0; \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: venv
+	$(VENV)/bin/longmd demo --out runs/demo
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: venv
+	$(PY) benchmarks/speed.py --out runs/bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
