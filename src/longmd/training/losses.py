@@ -1,0 +1,89 @@
+"""Training losses of Dynamic Training, after the DT paper.
+
+Per step s a *force term* compares the model's forces with the reference forces of that step:
+
+- ``mepa``: per-species mean absolute force-component error, combined over species (sum by default, as
+  the DT authors' code; see :mod:`longmd.analysis.force_errors`), so 2 H atoms are not drowned by 49 C;
+- ``mae``: plain mean absolute force-component error over all atoms;
+- ``mse``: mean squared force-component error (MACE-style weighted MSE together with the energy term).
+
+S = 1 (single frames): ``energy_weight * energy term + force_weight * force term(0)``, where the energy term
+is the per-atom energy error (absolute for mepa/mae, squared for mse).
+
+S > 1 (rollouts): ``force_weight * (first_step_weight * term(0) + sum_{s>=1} term(s))`` and no energy
+term: step 0 is the only frame whose positions equal the reference ones, hence its weight (50 in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from longmd.analysis.force_errors import mepa
+
+LOSSES = ("mepa", "mae", "mse")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    kind: str = "mepa"
+    species_reduction: str = "sum"
+    energy_weight: float = 1.0
+    force_weight: float = 1.0
+    first_step_weight: float = 50.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOSSES:
+            raise ValueError(f"unknown loss '{self.kind}' (choose from {', '.join(LOSSES)})")
+
+
+def force_term(pred: Tensor, ref: Tensor, numbers: Tensor, settings: LossSettings) -> Tensor:
+    """The force term of one step; pred/ref (N, 3)."""
+    if settings.kind == "mepa":
+        return mepa(pred, ref, numbers, species_reduction=settings.species_reduction)
+    if settings.kind == "mae":
+        return (pred - ref).abs().mean()
+    return (pred - ref).pow(2).mean()
+
+
+def energy_term(pred: Tensor, ref: Tensor, n_atoms: Tensor, settings: LossSettings) -> Tensor:
+    """Per-atom energy error of a batch of systems; pred/ref/n_atoms (B,)."""
+    err = (pred - ref) / n_atoms.to(pred.dtype)
+    return err.pow(2).mean() if settings.kind == "mse" else err.abs().mean()
+
+
+def sequence_loss(
+    forces: list[Tensor] | Tensor,
+    ref_forces: Tensor,
+    numbers: Tensor,
+    settings: LossSettings,
+    energy: Tensor | None = None,
+    ref_energy: Tensor | None = None,
+    n_atoms: Tensor | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss of a batch of windows of S steps.
+
+    Args:
+        forces: S tensors (N, 3) predicted along the rollout (step 0 at the reference positions).
+        ref_forces: (S, N, 3) reference forces. numbers: (N,).
+        energy, ref_energy, n_atoms: (B,) predicted/reference energy of step 0 and atom counts (used at S = 1).
+
+    Returns:
+        (loss, parts) where parts holds the force term of every step and the energy term as floats.
+    """
+    steps = len(forces)
+    terms = [force_term(forces[s], ref_forces[s], numbers, settings) for s in range(steps)]
+    parts = {f"force_{s}": float(t.detach()) for s, t in enumerate(terms)}
+    if steps == 1:
+        loss = settings.force_weight * terms[0]
+        if energy is not None and settings.energy_weight:
+            if ref_energy is None or n_atoms is None:
+                raise ValueError("the energy term needs ref_energy and n_atoms")
+            e_term = energy_term(energy, ref_energy, n_atoms, settings)
+            parts["energy"] = float(e_term.detach())
+            loss = loss + settings.energy_weight * e_term
+        return loss, parts
+    rest = torch.stack(terms[1:]).sum()
+    return settings.force_weight * (settings.first_step_weight * terms[0] + rest), parts
