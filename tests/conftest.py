@@ -12,3 +12,43 @@ def _seed() -> None:
     """Every test starts from the same random state."""
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+def make_emt_trajectories(path, n_traj: int = 4, n_frames: int = 40, timestep_fs: float = 2.0, seed: int = 0):
+    """Small reference data with a known potential: Cu28Au4 fcc cells, ASE EMT, NVE after a 600 K kick.
+
+    Written to ``path`` as one extxyz file whose frames carry ``traj_id`` and ``timestep_fs``.
+    """
+    import ase.io
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.verlet import VelocityVerlet
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(n_traj):
+        atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+        atoms.symbols[rng.choice(len(atoms), 4, replace=False)] = "Au"
+        atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+        atoms.calc = EMT()
+        MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=rng)
+        Stationary(atoms)
+        dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+        for step in range(n_frames):
+            if step:
+                dyn.run(1)
+            frame = atoms.copy()
+            frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+            frame.info.update(traj_id=t, step=step, timestep_fs=timestep_fs)
+            frames.append(frame)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.fixture(scope="session")
+def emt_data(tmp_path_factory):
+    """Path of a small EMT reference dataset (4 trajectories x 40 frames, 32 atoms, 2 fs)."""
+    return make_emt_trajectories(tmp_path_factory.mktemp("emt") / "emt.extxyz")

@@ -1,0 +1,197 @@
+"""The ``longmd`` command line: ``train``, ``simulate``, ``evaluate``, ``datagen``, ``demo``, ``info``, ``config``.
+
+Heavy imports happen inside each command so ``longmd --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a potential (conventional or Dynamic Training) from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config (omit for all defaults; see `longmd config`)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config key, e.g. --set training.s_max=6 (repeatable)")
+    p.add_argument("--out", help="run directory (overrides the config's `out`)")
+    p.add_argument("--device", help="cpu | cuda | auto (overrides training.device)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from longmd.config import load_config
+    from longmd.training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if args.device:
+        overrides.append(f"training.device={args.device}")
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    print(f"\nresults in {result.out}/ (best model: {result.best_model})")
+    return 0
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="run MD with a trained model")
+    p.add_argument("model", help="saved longmd model (.pt)")
+    p.add_argument("init", help="initial structure(s): any ase.io file (last frame used) or example:NAME")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--timestep-fs", type=float, default=0.5)
+    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve")
+    p.add_argument("--temperature-K", type=float, default=None,
+                   help="thermostat target; also draws Maxwell-Boltzmann velocities when the structure has none")
+    p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction")
+    p.add_argument("--tau-fs", type=float, default=100.0, help="SVR relaxation time")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--traj-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="runs/simulate")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args) -> int:
+    import ase.io
+
+    from longmd.dynamics.simulate import simulate
+    from longmd.examples import resolve
+    from longmd.models.io import load_model
+
+    model = load_model(args.model, device=args.device)
+    atoms = ase.io.read(resolve(args.init), index=-1)
+    result = simulate(
+        model, [atoms] * args.replicas, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
+        temperature_K=args.temperature_K, friction_per_fs=args.friction_per_fs, tau_fs=args.tau_fs,
+        out_dir=args.out, log_every=args.log_every, traj_every=args.traj_every, seed=args.seed,
+        device=args.device,
+    )
+    print(result.summary() if hasattr(result, "summary") else result)
+    print(f"results in {args.out}/")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="rollout test, errors, stability, structure and speed of models")
+    p.add_argument("--data", action="append", required=True, help="reference trajectories (repeatable)")
+    p.add_argument("--model", action="append", required=True,
+                   help="longmd model file or ASE calculator spec 'ase:module:Class?key=value' (repeatable)")
+    p.add_argument("--name", action="append", help="label of each --model, in order")
+    p.add_argument("--split", help="split.json of a training run: evaluate on its test trajectories")
+    p.add_argument("--out", default="runs/evaluate")
+    p.add_argument("--steps", type=int, default=300, help="rollout-test length (steps)")
+    p.add_argument("--starts", type=int, default=None, help="rollout starts (default: one per test trajectory)")
+    p.add_argument("--long-steps", type=int, default=2000, help="steps of each long stability run (0 = skip)")
+    p.add_argument("--long-runs", type=int, default=2)
+    p.add_argument("--parts", default="rollout,frames,stability,jaccard,drift,speed",
+                   help="comma-separated parts to run")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from longmd.evaluation import evaluate_cli
+
+    return evaluate_cli(args)
+
+
+def _add_datagen(sub) -> None:
+    p = sub.add_parser("datagen", help="generate reference data (needs `pip install longmd[datagen]`)")
+    p.add_argument("name", choices=["h2-pd6-graphene"])
+    p.add_argument("out", help="output folder (resumes if it holds an interrupted run)")
+    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--frames", type=int, default=600, help="stored frames per trajectory")
+    p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
+    p.add_argument("--seed", type=int, default=2026)
+    p.set_defaults(func=cmd_datagen)
+
+
+def cmd_datagen(args) -> int:
+    try:
+        from longmd.datagen.h2_pd6_graphene import Protocol, generate
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        print(f"datagen needs the optional extra: pip install 'longmd[datagen]' ({exc})", file=sys.stderr)
+        return 2
+    protocol = Protocol(n_trajectories=args.trajectories, n_frames=args.frames, workers=args.workers,
+                        seed=args.seed)
+    path = generate(Path(args.out), protocol)
+    print(f"dataset: {path}\nmetadata: {path.parent / 'h2_pd6_graphene.json'}")
+    return 0
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="summarise a dataset")
+    p.add_argument("data", nargs="+", help="trajectory files or example:NAME")
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+
+    from longmd.examples import resolve
+    from longmd.io.read import read_trajectories
+
+    trajectories = read_trajectories([resolve(p) for p in args.data])
+    print(f"{len(trajectories)} trajectories, {sum(len(t) for t in trajectories)} frames")
+    for tr in trajectories:
+        counts = dict(zip(*np.unique(tr.numbers, return_counts=True)))
+        formula = " ".join(f"Z{int(z)}x{int(n)}" for z, n in counts.items())
+        print(f"  {tr.name}: {len(tr)} frames x {tr.timestep_fs} fs, {tr.n_atoms} atoms ({formula}), "
+              f"|F|max {np.abs(tr.forces).max():.2f} eV/Å")
+    return 0
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser("config", help="print every training config key with its default and doc")
+    p.set_defaults(func=cmd_config)
+
+
+def cmd_config(args) -> int:
+    from longmd.config import describe
+
+    print(describe())
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train a small EGNN with DT on the embedded example, then evaluate it")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--config", default=None, help="training config (default: the packaged demo config)")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from longmd.demo import run_demo
+
+    return run_demo(Path(args.out), config=args.config, resume=args.resume)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="longmd", description=__doc__.splitlines()[0])
+    from longmd import __version__
+
+    parser.add_argument("--version", action="version", version=f"longmd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_simulate, _add_evaluate, _add_datagen, _add_demo, _add_info, _add_config):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # DataError, ConfigError: a clear message, no traceback
+        print(f"longmd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
