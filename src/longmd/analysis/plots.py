@@ -1,0 +1,151 @@
+"""PNG plots of the analysis metrics (matplotlib's Agg canvas; pyplot's global state is never touched).
+
+Every function writes one PNG (parent folders created) and returns its path. Curves are given as
+``{label: values}`` so several models (and the reference) share one figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from ase.data import chemical_symbols
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from longmd.analysis.transport import DiffusionFit
+
+
+def _new_axes(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6.0, 4.0)):
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    return fig, ax
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format="png")
+    return path
+
+
+def _curves(
+    x: np.ndarray,
+    curves: Mapping[str, np.ndarray],
+    path: str | Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    log_y: bool = False,
+    hline: float | None = None,
+) -> Path:
+    fig, ax = _new_axes(title, xlabel, ylabel)
+    for label, y in curves.items():
+        y = np.asarray(y, dtype=np.float64)
+        ax.plot(np.asarray(x)[: len(y)], y, label=label)
+    if hline is not None:
+        ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
+    if log_y:
+        ax.set_yscale("log")
+    if curves:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_mepa_vs_step(
+    curves: Mapping[str, np.ndarray], path: str | Path, timestep_fs: float | None = None, log_y: bool = False
+) -> Path:
+    """MEPA per rollout step for several models (paper Fig. 4); x in fs when ``timestep_fs`` is given."""
+    n = max((len(np.asarray(v)) for v in curves.values()), default=0)
+    x = np.arange(n) * (timestep_fs if timestep_fs else 1.0)
+    xlabel = "time (fs)" if timestep_fs else "step"
+    return _curves(x, curves, path, "MEPA along rollouts", xlabel, "MEPA (eV/Å)", log_y=log_y)
+
+
+def plot_parity(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    path: str | Path,
+    numbers: np.ndarray | None = None,
+    quantity: str = "force",
+    unit: str = "eV/Å",
+) -> Path:
+    """Predicted against reference values (forces: every component, coloured by species if ``numbers``)."""
+    p, r = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    fig, ax = _new_axes(
+        f"{quantity} parity (MAE {np.mean(np.abs(p - r)):.3g} {unit})",
+        f"reference {quantity} ({unit})",
+        f"predicted {quantity} ({unit})",
+        (5.0, 5.0),
+    )
+    if numbers is not None and p.ndim >= 2 and p.shape[-1] == 3:
+        z = np.broadcast_to(np.asarray(numbers)[:, None], p.shape[-2:])
+        z = np.broadcast_to(z, p.shape)
+        kinds, counts = np.unique(np.asarray(numbers), return_counts=True)
+        for species in kinds[np.argsort(-counts, kind="stable")].tolist():  # rare species drawn on top
+            mask = z == species
+            ax.scatter(r[mask], p[mask], s=4, alpha=0.5, label=chemical_symbols[species])
+        ax.legend(markerscale=3)
+    else:
+        ax.scatter(r.ravel(), p.ravel(), s=4, alpha=0.5)
+    finite = np.concatenate([p[np.isfinite(p)], r[np.isfinite(r)]])
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        ax.plot([lo, hi], [lo, hi], color="black", linewidth=1)
+    return _save(fig, path)
+
+
+def plot_rdf(
+    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "radial distribution"
+) -> Path:
+    """g(r) of several models and the reference."""
+    return _curves(r, curves, path, title, "r (Å)", "g(r)", hline=1.0)
+
+
+def plot_distance_histogram(
+    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "interatomic distances"
+) -> Path:
+    """h(r) of several models and the reference (paper Figs. 10-11)."""
+    return _curves(r, curves, path, title, "r (Å)", "h(r) (1/Å)")
+
+
+def plot_tracked_distances(
+    times_fs: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, threshold: float | None = None
+) -> Path:
+    """Distances of tracked atom pairs over time; ``threshold`` drawn as a dashed line."""
+    return _curves(times_fs, curves, path, "tracked distances", "time (fs)", "distance (Å)", hline=threshold)
+
+
+def plot_jaccard(
+    ks: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, level: float | None = None
+) -> Path:
+    """Jaccard similarity of neighbour sets against the offset k (e.g. one curve per species)."""
+    fig, ax = _new_axes("neighbourhood similarity", "offset k (frames)", "Jaccard similarity")
+    for label, y in curves.items():
+        ax.plot(np.asarray(ks)[: len(y)], y, marker="o", markersize=3, label=label)
+    if level is not None:
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1)
+    if curves:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_msd(
+    lag_fs: np.ndarray,
+    msd_A2: np.ndarray,
+    path: str | Path,
+    fit: DiffusionFit | None = None,
+    label: str = "MSD",
+) -> Path:
+    """MSD against lag time, with the fitted line over its window when ``fit`` is given."""
+    fig, ax = _new_axes("mean squared displacement", "lag time (fs)", "MSD (Å²)")
+    ax.plot(lag_fs, msd_A2, label=label)
+    if fit is not None:
+        t = np.linspace(fit.t_min_fs, fit.t_max_fs, 50)
+        ax.plot(t, fit.line(t), "--", label=f"fit: D = {fit.diffusion_cm2_per_s:.3g} cm²/s")
+    ax.legend()
+    return _save(fig, path)

@@ -1,0 +1,49 @@
+"""Every plot writes a non-empty PNG and returns its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from longmd.analysis import plots
+from longmd.analysis.transport import fit_diffusion
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_all_plots_write_pngs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    steps = np.arange(50)
+    r = np.linspace(0.05, 5.95, 60)
+    t = np.arange(100) * 0.5
+    lag = np.arange(200) * 1.0
+    msd_values = 0.06 * lag + rng.normal(0, 0.05, lag.shape)
+    ref_forces = rng.normal(size=(3, 6, 3))
+    written = [
+        plots.plot_mepa_vs_step(
+            {"DT": 0.05 + 0.001 * steps, "S=1": 0.05 * np.exp(0.05 * steps)},
+            tmp_path / "sub" / "mepa.png",
+            timestep_fs=0.5,
+            log_y=True,
+        ),
+        plots.plot_mepa_vs_step({"DT": 0.05 + 0.001 * steps}, tmp_path / "mepa_steps.png"),
+        plots.plot_parity(ref_forces + 0.1, ref_forces, tmp_path / "parity.png", numbers=[1, 1, 6, 6, 46, 46]),
+        plots.plot_parity(
+            rng.normal(size=10), rng.normal(size=10), tmp_path / "energy.png", quantity="energy", unit="eV/atom"
+        ),
+        plots.plot_rdf(
+            r, {"reference": np.exp(-((r - 2.5) ** 2)), "model": np.exp(-((r - 2.6) ** 2))}, tmp_path / "rdf.png"
+        ),
+        plots.plot_distance_histogram(r, {"reference": np.ones_like(r) / 6}, tmp_path / "hr.png"),
+        plots.plot_tracked_distances(t, {"H-H": 0.74 + 0.01 * t}, tmp_path / "dist.png", threshold=1.5),
+        plots.plot_jaccard(np.arange(1, 11), {"H": 1 - 0.02 * np.arange(10)}, tmp_path / "jac.png", level=0.9),
+        plots.plot_msd(lag, msd_values, tmp_path / "msd.png", fit=fit_diffusion(lag, msd_values)),
+    ]
+    for path in written:
+        assert isinstance(path, Path)
+        assert _is_png(path), path
