@@ -112,3 +112,14 @@ def test_histogram_mae_zero_for_identical_and_positive_otherwise() -> None:
     _, h_hh = distance_histogram(ref, r_max=8.0, n_bins=80, numbers=numbers, pair=(1, 1))
     hh = np.linalg.norm(ref[:, 0] - ref[:, 1], axis=1)
     assert np.sum(h_hh > 0) == len(np.unique(np.floor(hh / 0.1)))
+
+
+def test_total_rdf_is_concentration_weighted_sum_of_partials() -> None:
+    atoms = _nacl(5)
+    numbers = atoms.numbers.copy()
+    numbers[:3] = 1  # three species with unequal counts
+    _, g = rdf(atoms.positions, atoms.cell.array, True, 5.0, 25)
+    _, parts = partial_rdfs(atoms.positions, numbers, atoms.cell.array, True, 5.0, 25)
+    c = {z: np.mean(numbers == z) for z in set(numbers.tolist())}
+    total = sum((1 if a == b else 2) * c[a] * c[b] * g_ab for (a, b), g_ab in parts.items())
+    np.testing.assert_allclose(total, g, atol=1e-12)
