@@ -139,5 +139,7 @@ def unwrap_positions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.broadcast_to(np.asarray(cell, dtype=np.float64), (positions.shape[0], 3, 3))
+    if positions.shape[0] < 2:
+        return positions.copy()
     steps = minimum_image(positions[1:] - positions[:-1], cell[1:], pbc)
     return np.concatenate([positions[:1], positions[:1] + np.cumsum(steps, axis=0)])

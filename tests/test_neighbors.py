@@ -1,0 +1,122 @@
+"""vesin neighbour lists + torch edge vectors against ASE's neighbor_list on awkward cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from longmd.data.graph import Graph, edge_vectors
+from longmd.neighbors import batched_neighbor_list, neighbor_list
+
+TRICLINIC = np.array([[3.1, 0.0, 0.0], [1.2, 2.8, 0.0], [0.7, -0.5, 3.3]])
+
+
+def _case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    rng = np.random.default_rng(len(name))
+    if name == "triclinic":
+        return rng.uniform(0, 1, (6, 3)) @ TRICLINIC, TRICLINIC, np.ones(3, bool), 4.0
+    if name == "outside cell":
+        return rng.uniform(-2, 3, (6, 3)) @ TRICLINIC, TRICLINIC, np.ones(3, bool), 4.0
+    if name == "one atom, small cell (self-images)":
+        cell = np.array([[1.6, 0.0, 0.0], [0.5, 1.5, 0.0], [0.2, 0.3, 1.8]])
+        return np.array([[0.1, 0.2, 0.3]]), cell, np.ones(3, bool), 3.5
+    if name == "two atoms, cell smaller than cutoff":
+        return rng.uniform(0, 2, (2, 3)), np.diag([2.0, 2.2, 2.5]), np.ones(3, bool), 5.0
+    if name == "non-periodic":
+        return rng.uniform(0, 5, (10, 3)), np.zeros((3, 3)), np.zeros(3, bool), 3.0
+    if name == "slab (pbc T T F, zero c vector)":
+        cell = np.array([[2.6, 0.0, 0.0], [1.3, 2.25, 0.0], [0.0, 0.0, 0.0]])
+        pos = rng.uniform(0, 1, (5, 3)) @ np.array([cell[0], cell[1], [0, 0, 6.0]])
+        return pos, cell, np.array([True, True, False]), 4.0
+    if name == "wire (pbc F F T)":
+        cell = np.diag([8.0, 8.0, 2.4])
+        return rng.uniform(0, 1, (4, 3)) * [8.0, 8.0, 2.4], cell, np.array([False, False, True]), 3.5
+    raise AssertionError(name)
+
+
+CASES = [
+    "triclinic",
+    "outside cell",
+    "one atom, small cell (self-images)",
+    "two atoms, cell smaller than cutoff",
+    "non-periodic",
+    "slab (pbc T T F, zero c vector)",
+    "wire (pbc F F T)",
+]
+
+
+def _graph(pos, cell, i, j, S) -> Graph:
+    n = len(pos)
+    return Graph(
+        positions=torch.tensor(pos),
+        numbers=torch.ones(n, dtype=torch.long),
+        cell=torch.tensor(cell)[None],
+        system=torch.zeros(n, dtype=torch.long),
+        edge_index=torch.tensor(np.stack([i, j])),
+        shifts=torch.tensor(S, dtype=torch.float64),
+    )
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_matches_ase(name: str) -> None:
+    pos, cell, pbc, cutoff = _case(name)
+    i, j, S = neighbor_list(pos, cell, pbc, cutoff)
+    atoms = Atoms(numbers=np.ones(len(pos), int), positions=pos, cell=cell, pbc=pbc)
+    ai, aj, ad, aS = ase_neighbor_list("ijdS", atoms, cutoff)
+    ours = sorted(zip(i.tolist(), j.tolist(), map(tuple, S.tolist()), strict=True))
+    theirs = sorted(zip(ai.tolist(), aj.tolist(), map(tuple, aS.tolist()), strict=True))
+    assert ours == theirs and len(ours) > 0
+    if "self-images" in name:
+        assert np.any((i == j) & np.any(S != 0, axis=1))
+    d = _graph(pos, cell, i, j, S).edge_vectors().norm(dim=1).numpy()
+    order = np.lexsort((aS[:, 2], aS[:, 1], aS[:, 0], aj, ai))
+    np.testing.assert_allclose(d, ad[order], rtol=0, atol=1e-10)
+    assert np.all(d <= cutoff + 1e-12)
+    assert np.array_equal(np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i)), np.arange(len(i)))  # sorted
+
+
+def test_batched_neighbor_list_offsets() -> None:
+    systems = [_case(n) for n in ("triclinic", "non-periodic", "one atom, small cell (self-images)")]
+    cutoff = 3.5
+    positions = torch.tensor(np.concatenate([s[0] for s in systems]))
+    cell = torch.tensor(np.stack([s[1] for s in systems]))
+    pbc = torch.tensor(np.stack([s[2] for s in systems]))
+    counts = [len(s[0]) for s in systems]
+    system = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    edge_index, shifts = batched_neighbor_list(positions, cell, pbc, system, cutoff)
+    assert edge_index.dtype == torch.long and shifts.dtype == positions.dtype
+    assert torch.equal(system[edge_index[0]], system[edge_index[1]])
+    vectors = edge_vectors(positions, cell, system, edge_index, shifts)
+    expected = []
+    for pos, c, p, _ in systems:
+        i, j, S = neighbor_list(pos, c, p, cutoff)
+        expected.append(pos[j] - pos[i] + S @ c)
+    np.testing.assert_allclose(vectors.numpy(), np.concatenate(expected), atol=1e-12)
+
+
+def test_edge_vectors_double_backward() -> None:
+    pos, cell, pbc, cutoff = _case("triclinic")
+    i, j, S = neighbor_list(pos, cell, pbc, cutoff)
+    graph = _graph(pos, cell, i, j, S)
+    positions = graph.positions.clone().requires_grad_(True)
+    cell_t = graph.cell.clone().requires_grad_(True)
+
+    def energy(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        r = edge_vectors(x, c, graph.system, graph.edge_index, graph.shifts).norm(dim=1)
+        return torch.exp(-r).sum()
+
+    assert torch.autograd.gradcheck(energy, (positions, cell_t))
+    assert torch.autograd.gradgradcheck(energy, (positions, cell_t))
+
+
+def test_rejects_bad_input() -> None:
+    pos, cell, pbc, cutoff = _case("triclinic")
+    bad = pos.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        neighbor_list(bad, cell, pbc, cutoff)
+    with pytest.raises(ValueError, match="zero cell vector"):
+        neighbor_list(pos, np.diag([3.0, 3.0, 0.0]), True, cutoff)
