@@ -1,0 +1,163 @@
+"""The invariant EGNN of the Dynamic Training paper, with a smooth cutoff.
+
+Per layer l (no coordinate updates; forces come from autograd of the energy):
+
+    m_ij = MLP_msg([h_i, h_j, RFF_l(d_ij)]) * u(d_ij / r_c)
+    h_i  <- h_i + MLP_upd([h_i, sum_j m_ij])
+
+with MLP = Linear, LayerNorm, SiLU, Linear, LayerNorm, SiLU; RFF_l(d) = [sin(d w_l), cos(d w_l)] with fixed
+frequencies w_l ~ N(0, sigma^2) (rad/Å); u the polynomial envelope (p = 6) or the hard mask d < r_c.
+Energy = scale * sum_i readout(h_i) + sum_i E_ref[Z_i]. See docs/egnn.md for differences from the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from longmd.data.graph import Graph
+from longmd.models.base import EnergyModel
+from longmd.models.reference import AtomicReference
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's sizes (513,281 parameters with 3 species); envelope on, as everywhere by default.
+    "paper": {"hidden": 128, "n_rff": 256, "rff_sigma": 4.0, "n_layers": 3, "cutoff": 5.0},
+    # A CPU-friendly model for demos and tests of the workflow.
+    "small": {"hidden": 32, "n_rff": 32, "rff_sigma": 4.0, "n_layers": 2, "cutoff": 5.0},
+}
+ENVELOPES = ("polynomial", "none")
+
+
+def mlp(n_in: int, hidden: int) -> nn.Sequential:
+    """Linear, LayerNorm, SiLU, Linear, LayerNorm, SiLU (the paper's message and update networks)."""
+    return nn.Sequential(
+        nn.Linear(n_in, hidden), nn.LayerNorm(hidden), nn.SiLU(),
+        nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU(),
+    )  # fmt: skip
+
+
+def polynomial_envelope(x: Tensor, p: int = 6) -> Tensor:
+    """DimeNet's envelope: 1 at x = 0, 0 with zero first and second derivatives at x = 1, 0 beyond."""
+    xp = x.pow(p)
+    u = 1.0 - 0.5 * (p + 1) * (p + 2) * xp + p * (p + 2) * xp * x - 0.5 * p * (p + 1) * xp * x * x
+    return torch.where(x < 1.0, u, torch.zeros_like(u))
+
+
+class InteractionLayer(nn.Module):
+    """One message-passing layer with its own fixed random Fourier features of the distance."""
+
+    def __init__(self, hidden: int, n_rff: int, frequencies: Tensor) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.register_buffer("rff_frequencies", frequencies.clone())  # (n_rff,), rad/Å, fixed
+        self.message = mlp(2 * hidden + 2 * n_rff, hidden)
+        self.update = mlp(2 * hidden, hidden)
+
+    def forward(self, h: Tensor, distance: Tensor, weight: Tensor, edge_index: Tensor) -> Tensor:
+        i, j = edge_index[0], edge_index[1]
+        phase = distance[:, None] * self.rff_frequencies[None, :]
+        rff = torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+        # First Linear of MLP_msg on [h_i, h_j, rff] split by blocks: the node blocks are applied per atom
+        # and gathered (N rows instead of E), mathematically the same layer.
+        first: nn.Linear = self.message[0]
+        w = first.weight
+        H = self.hidden
+        pre = (h @ w[:, :H].T)[i] + (h @ w[:, H : 2 * H].T)[j] + torch.addmm(first.bias, rff, w[:, 2 * H :].T)
+        for module in list(self.message)[1:]:
+            pre = module(pre)
+        m = pre * weight[:, None]
+        aggregated = torch.zeros_like(h).index_add(0, i, m)
+        return h + self.update(torch.cat([h, aggregated], dim=1))
+
+
+class EGNN(EnergyModel):
+    """Invariant EGNN potential (energy in eV; forces by autograd).
+
+    Args:
+        species: atomic numbers the model knows (one-hot order = sorted).
+        hidden: node feature width. n_rff: Fourier frequencies per layer (features = 2 * n_rff).
+        rff_sigma: standard deviation of the frequencies, rad/Å. n_layers: message-passing layers.
+        cutoff: Å. envelope: "polynomial" (smooth, default) or "none" (paper: hard mask d < cutoff).
+        envelope_p: exponent of the polynomial envelope. seed: seed of the fixed Fourier frequencies.
+    """
+
+    def __init__(
+        self,
+        species: Sequence[int],
+        hidden: int = 128,
+        n_rff: int = 256,
+        rff_sigma: float = 4.0,
+        n_layers: int = 3,
+        cutoff: float = 5.0,
+        envelope: str = "polynomial",
+        envelope_p: int = 6,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if envelope not in ENVELOPES:
+            raise ValueError(f"EGNN: envelope must be one of {ENVELOPES}, got {envelope!r}")
+        if min(hidden, n_rff, n_layers) < 1 or cutoff <= 0 or rff_sigma <= 0 or envelope_p < 1:
+            raise ValueError("EGNN: hidden, n_rff, n_layers, envelope_p must be >= 1; cutoff, rff_sigma > 0")
+        self._hp = {
+            "species": sorted(int(z) for z in species), "hidden": int(hidden), "n_rff": int(n_rff),
+            "rff_sigma": float(rff_sigma), "n_layers": int(n_layers), "cutoff": float(cutoff),
+            "envelope": envelope, "envelope_p": int(envelope_p), "seed": int(seed),
+        }  # fmt: skip
+        self.cutoff = float(cutoff)
+        self.envelope = envelope
+        self.envelope_p = int(envelope_p)
+        self.reference = AtomicReference(self._hp["species"])
+        self.embedding = nn.Linear(self.reference.n_species, hidden)
+        generator = torch.Generator().manual_seed(int(seed))
+        frequencies = torch.randn(n_layers, n_rff, generator=generator, dtype=torch.float64) * rff_sigma
+        self.layers = nn.ModuleList(
+            InteractionLayer(hidden, n_rff, frequencies[k].to(torch.get_default_dtype())) for k in range(n_layers)
+        )
+        self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+
+    @classmethod
+    def from_preset(cls, name: str, species: Sequence[int], **overrides: Any) -> EGNN:
+        """Build a preset ("paper", "small"), with any keyword overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"EGNN: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(species, **{**PRESETS[name], **overrides})
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._hp.items()}
+
+    @property
+    def species(self) -> list[int]:
+        return list(self.reference.species)
+
+    def summary(self) -> str:
+        """One line: sizes and trainable parameter count."""
+        hp = self._hp
+        return (
+            f"EGNN(species={hp['species']}, hidden={hp['hidden']}, rff={2 * hp['n_rff']} features "
+            f"(sigma={hp['rff_sigma']}), layers={hp['n_layers']}, cutoff={hp['cutoff']} Å, "
+            f"envelope={hp['envelope']}): {self.n_parameters():,} trainable parameters"
+        )
+
+    def edge_weights(self, distance: Tensor) -> Tensor:
+        """Envelope u(d / cutoff) of each edge; exactly 0 for d >= cutoff."""
+        if self.envelope == "none":
+            return (distance < self.cutoff).to(distance.dtype)
+        return polynomial_envelope(distance / self.cutoff, self.envelope_p)
+
+    def forward(self, graph: Graph) -> Tensor:
+        index = self.reference.index(graph.numbers)
+        emb = self.embedding
+        h = emb.weight.T[index] + emb.bias  # = Linear(one_hot(index)), without building the one-hot
+        vectors = graph.edge_vectors()
+        d2 = (vectors * vectors).sum(dim=1)
+        # Safe norm: coincident atoms (d = 0) would give NaN gradients through sqrt.
+        positive = d2 > 0
+        distance = torch.sqrt(torch.where(positive, d2, torch.ones_like(d2))) * positive
+        weight = self.edge_weights(distance) * positive
+        for layer in self.layers:
+            h = layer(h, distance, weight, graph.edge_index)
+        per_atom = self.readout(h).squeeze(1)
+        return self.reference(per_atom, index, graph.system, graph.n_systems)
