@@ -1,0 +1,108 @@
+"""Save and load models as one plain file: class name, JSON hyper-parameters and the state dict.
+
+The file holds only tensors, strings, numbers, lists and dicts, so ``torch.load(path, weights_only=True,
+map_location="cpu")`` reads it on any machine (with or without a GPU) and no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longmd.models.base import EnergyModel
+from longmd.models.egnn import EGNN
+
+FORMAT_VERSION = 1
+
+MODEL_CLASSES: dict[str, type[EnergyModel]] = {"egnn": EGNN}
+try:  # the analytic Lennard-Jones model is optional here (tests, benchmarks)
+    from longmd.models.lj import LennardJones
+
+    MODEL_CLASSES["lj"] = LennardJones
+except ImportError:  # pragma: no cover - depends on what is installed
+    pass
+
+
+def model_name(model: EnergyModel) -> str:
+    """Registry name of a model's class (raises ``TypeError`` for unregistered classes)."""
+    for name, cls in MODEL_CLASSES.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"cannot save {type(model).__name__}: not in MODEL_CLASSES {sorted(MODEL_CLASSES)}")
+
+
+def _model_dtype(model: EnergyModel) -> str:
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return str(t.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def save_model(model: EnergyModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``{"class", "hyperparameters", "state_dict", "dtype", "format_version", "metadata"}`` atomically.
+
+    ``metadata`` (JSON-able, e.g. training provenance) is stored as a JSON string.
+    """
+    path = Path(path)
+    hyperparameters = model.hyperparameters()
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "class": model_name(model),
+        "hyperparameters": json.loads(json.dumps(hyperparameters)),  # fails early if not JSON-able
+        "dtype": _model_dtype(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": json.dumps(metadata or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The raw payload of a saved model (``weights_only=True``), validated; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise ValueError(f"{path}: not a longmd model file ({exc})") from exc
+    keys = payload.keys() if isinstance(payload, dict) else ()
+    missing = [k for k in ("class", "hyperparameters", "state_dict") if k not in keys]
+    if missing:
+        raise ValueError(f"{path}: not a longmd model file (missing keys {missing})")
+    if payload["class"] not in MODEL_CLASSES:
+        raise ValueError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(MODEL_CLASSES)}")
+    return payload
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> EnergyModel:
+    """Rebuild a saved model on ``device`` (in the dtype it was saved in), in eval mode."""
+    payload = read_model_file(path)
+    cls = MODEL_CLASSES[payload["class"]]
+    dtype = getattr(torch, str(payload.get("dtype", "float32")), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{path}: invalid dtype {payload.get('dtype')!r}")
+    try:
+        model = cls(**payload["hyperparameters"]).to(dtype=dtype)  # cast first: loading is then lossless
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot rebuild {payload['class']} from the saved file ({exc})") from exc
+    return model.to(device=device).eval()
+
+
+def load_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata`` dict stored by :func:`save_model`."""
+    return json.loads(read_model_file(path).get("metadata", "{}"))
