@@ -1,0 +1,85 @@
+"""Where the neighbour list of each MD step comes from.
+
+- :class:`GivenNeighbors`: lists computed beforehand (DT training takes them from the reference
+  trajectory: a neighbour search is a step function, not differentiable), reused for k steps.
+- :class:`VerletNeighbors`: a list with cutoff + skin, rebuilt only when some atom has moved more than
+  skin / 2 since the last build (simulation, validation rollouts).
+- :class:`RebuildNeighbors`: a fresh list every step (the reference that Verlet lists are tested against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from torch import Tensor
+
+from longmd.dynamics.state import MDState
+from longmd.neighbors import batched_neighbor_list
+
+Edges = tuple[Tensor, Tensor]
+
+
+class NeighborPolicy(Protocol):
+    def edges(self, step: int, state: MDState) -> Edges:
+        """(edge_index (2, E), shifts (E, 3)) for the positions of ``state`` at ``step``."""
+        ...
+
+
+class GivenNeighbors:
+    """Precomputed lists, one per step; step s uses the list of step (s // k) * k."""
+
+    def __init__(self, edges_per_step: Sequence[Edges], update_every: int = 1) -> None:
+        if update_every < 1:
+            raise ValueError(f"update_every must be >= 1, got {update_every}")
+        self.edges_per_step = list(edges_per_step)
+        self.update_every = int(update_every)
+
+    def edges(self, step: int, state: MDState) -> Edges:
+        index = (step // self.update_every) * self.update_every
+        if index >= len(self.edges_per_step):
+            raise IndexError(f"no neighbour list given for step {index} ({len(self.edges_per_step)} lists)")
+        return self.edges_per_step[index]
+
+
+class RebuildNeighbors:
+    """A fresh radius graph at every step."""
+
+    def __init__(self, cutoff: float) -> None:
+        self.cutoff = float(cutoff)
+        self.builds = 0
+
+    def edges(self, step: int, state: MDState) -> Edges:
+        self.builds += 1
+        return batched_neighbor_list(state.positions, state.cell, state.pbc, state.system, self.cutoff)
+
+
+class VerletNeighbors:
+    """Verlet list: radius cutoff + skin, rebuilt when any atom moved more than skin / 2 since the last build.
+
+    Pairs that come within the cutoff between rebuilds were within cutoff + skin at the build, so results
+    equal a fresh list every step (the model ignores pairs beyond its cutoff). Call :meth:`reset` when
+    the atoms of the batch change (e.g. a replica is removed).
+    """
+
+    def __init__(self, cutoff: float, skin: float = 1.0) -> None:
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.cutoff, self.skin = float(cutoff), float(skin)
+        self.builds = 0
+        self._reference: Tensor | None = None
+        self._edges: Edges | None = None
+
+    def reset(self) -> None:
+        self._reference, self._edges = None, None
+
+    def edges(self, step: int, state: MDState) -> Edges:
+        positions = state.positions.detach()
+        if self._reference is not None and self._reference.shape == positions.shape:
+            moved = (positions - self._reference).norm(dim=-1).max()
+            if float(moved) <= 0.5 * self.skin:
+                return self._edges
+        self._edges = batched_neighbor_list(positions, state.cell, state.pbc, state.system, self.cutoff + self.skin)
+        self._reference = positions.clone()
+        self.builds += 1
+        return self._edges

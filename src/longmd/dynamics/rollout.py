@@ -1,0 +1,109 @@
+"""The one MD loop: used by ``simulate``, by validation rollouts and, with autograd, by Dynamic Training.
+
+``rollout`` evaluates the forces at the initial positions (step 0), then runs ``n_steps`` integrator steps,
+each with one model call at the new positions. What it keeps of the autograd graph is ``gradient``:
+
+- ``"none"``: nothing (inference, long simulations; memory stays flat with ``store=False``);
+- ``"full"``: the whole rollout (the DT paper): a force error at step s reaches the parameters through
+  every earlier step's forces, via the positions and momenta they produced;
+- ``"truncated:K"``: positions and momenta are cut from the graph every K steps (at steps 0, K, 2K, ...),
+  so an error reaches back through at most K - 1 integration steps; K larger than the rollout = ``full``;
+- ``"detached"`` (= ``truncated:1``): every step's positions are fresh leaves; each step's forces still
+  carry the graph to the parameters (what the DT authors' code does in effect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from longmd.data.graph import Graph
+from longmd.dynamics.integrators import Integrator
+from longmd.dynamics.neighbor_policy import NeighborPolicy
+from longmd.dynamics.state import MDState
+from longmd.models.base import predict
+
+
+def parse_gradient(gradient: str) -> tuple[bool, int | None]:
+    """(create_graph, truncation period K or None) of a gradient mode."""
+    if gradient == "none":
+        return False, None
+    if gradient == "full":
+        return True, None
+    if gradient == "detached":
+        return True, 1
+    if gradient.startswith("truncated:"):
+        value = gradient.split(":", 1)[1]
+        if value.isdigit() and int(value) >= 1:
+            return True, int(value)
+    raise ValueError(f"gradient must be none | full | detached | truncated:K (K >= 1), got {gradient!r}")
+
+
+@dataclass
+class Rollout:
+    """What a rollout produced: per-step lists (n_steps + 1 entries, step 0 first) and the final state."""
+
+    state: MDState
+    forces: list[Tensor] = field(default_factory=list)
+    energy: list[Tensor] = field(default_factory=list)
+    positions: list[Tensor] = field(default_factory=list)
+    momenta: list[Tensor] = field(default_factory=list)
+    steps_done: int = 0
+
+
+def compute_forces(model: nn.Module, state: MDState, neighbors: NeighborPolicy, step: int,
+                   create_graph: bool = False) -> MDState:
+    """The state with the model's forces and energy at its positions (neighbour list from the policy)."""
+    edge_index, shifts = neighbors.edges(step, state)
+    graph = Graph(state.positions, state.numbers, state.cell, state.system, edge_index, shifts)
+    prediction = predict(model, graph, create_graph=create_graph)
+    return state.replace(forces=prediction.forces, energy=prediction.energy)
+
+
+def rollout(
+    model: nn.Module,
+    state: MDState,
+    n_steps: int,
+    integrator: Integrator,
+    neighbors: NeighborPolicy,
+    gradient: str = "none",
+    store: bool = True,
+    on_step: Callable[[int, MDState], bool | None] | None = None,
+) -> Rollout:
+    """Run ``n_steps`` MD steps of ``model`` from ``state`` (see the module doc for ``gradient``).
+
+    ``on_step(step, state)`` is called after step 0 and every step; returning False stops the rollout.
+    """
+    create_graph, period = parse_gradient(gradient)
+    step = 0
+
+    def force_fn(s: MDState) -> MDState:
+        if not create_graph or (period is not None and step % period == 0):
+            s = s.replace(positions=s.positions.detach(), momenta=s.momenta.detach())
+        return compute_forces(model, s, neighbors, step, create_graph)
+
+    if state.forces is None or create_graph:
+        state = force_fn(state)
+    elif not create_graph:
+        state = state.detach()
+    result = Rollout(state=state)
+
+    def record(s: MDState) -> bool:
+        if store:
+            keep = (lambda t: t) if create_graph else (lambda t: t.detach())
+            result.forces.append(keep(s.forces))
+            result.energy.append(keep(s.energy))
+            result.positions.append(keep(s.positions))
+            result.momenta.append(keep(s.momenta))
+        return on_step is None or on_step(step, s) is not False
+
+    go_on = record(state)
+    while go_on and step < n_steps:
+        step += 1
+        state = integrator.step(state, force_fn)
+        result.steps_done = step
+        go_on = record(state)
+    result.state = state
+    return result
