@@ -1,0 +1,83 @@
+"""Per-epoch logs people can read: JSON lines + CSV, a learning-curve plot and a summary table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+from longmd.atomic import atomic_write_text
+
+COLUMNS = ("epoch", "S", "lr", "train_loss", "val_mepa", "epoch_time_s", "peak_memory_MB", "improved")
+
+
+class RunLog:
+    """Append-only epoch records in ``metrics.jsonl`` and ``metrics.csv`` of a run directory."""
+
+    def __init__(self, out: Path, keep: int | None = None) -> None:
+        self.jsonl = out / "metrics.jsonl"
+        self.csv = out / "metrics.csv"
+        self.records: list[dict] = []
+        if self.jsonl.exists():
+            lines = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+            # On resume, epochs logged after the checkpoint are redone: drop them.
+            self.records = lines if keep is None else lines[:keep]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._write_csv()
+
+    def append(self, record: dict) -> None:
+        self.records.append(record)
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        species_keys = sorted({k for r in self.records for k in r if k.startswith("val_mepa_Z")})
+        with open(self.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *species_keys], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.records)
+
+
+def plot_learning_curve(records: list[dict], path: Path) -> Path:
+    """Validation MEPA and training loss vs epoch, with marks where S increases (the paper's Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_val, ax_train) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    epochs = [r["epoch"] for r in records]
+    val = [r["val_mepa"] if math.isfinite(r["val_mepa"]) else float("nan") for r in records]
+    ax_val.plot(epochs, val, "o-", ms=3, label="validation MEPA")
+    ax_train.plot(epochs, [r["train_loss"] for r in records], "o-", ms=3, color="C1", label="training loss")
+    for prev, rec in zip(records, records[1:]):
+        if rec["S"] != prev["S"]:
+            for ax in (ax_val, ax_train):
+                ax.axvline(rec["epoch"] - 0.5, color="grey", ls="--", lw=0.8)
+            ax_val.annotate(f"S={rec['S']}", (rec["epoch"] - 0.4, 1.0), xycoords=("data", "axes fraction"),
+                            fontsize=8, va="top")
+    ax_val.set_ylabel("validation rollout MEPA (eV/Å)")
+    ax_train.set_ylabel("training loss")
+    ax_train.set_xlabel("epoch")
+    for ax in (ax_val, ax_train):
+        ax.set_yscale("log")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def summary_table(records: list[dict]) -> str:
+    """A markdown table: best validation MEPA and epochs of every S."""
+    rows = ["| S | epochs | best validation MEPA (eV/Å) | at epoch |", "|---|---|---|---|"]
+    for s in sorted({r["S"] for r in records}):
+        at_s = [r for r in records if r["S"] == s]
+        best = min(at_s, key=lambda r: r["val_mepa"] if math.isfinite(r["val_mepa"]) else math.inf)
+        rows.append(f"| {s} | {len(at_s)} | {best['val_mepa']:.4f} | {best['epoch']} |")
+    return "\n".join(rows)

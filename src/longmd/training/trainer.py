@@ -1,0 +1,463 @@
+"""The trainer: conventional force matching and Dynamic Training on one loop.
+
+A training point is a window of S consecutive reference frames. The model's forces on the first frame drive
+the shared velocity-Verlet integrator (:mod:`longmd.dynamics`) for S - 1 steps from the stored positions and
+momenta, with neighbour lists taken from the reference trajectory; every step's forces are compared with
+the reference forces of that step (:mod:`longmd.training.losses`) and gradients flow back through the
+rollout (``rollout_gradient``). S = 1 is ordinary force matching, so *conventional* training is the same loop
+with S fixed to 1. The curriculum (:mod:`longmd.training.curriculum`) raises S on convergence.
+
+Everything a run needs to continue lives in ``checkpoint.pt`` (written atomically after every epoch):
+model, optimiser, scheduler, curriculum and random-generator states, so ``--resume`` continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from longmd.analysis.force_errors import mepa_per_step, per_species_force_mae
+from longmd.analysis.rollout_test import RolloutErrors, rollout_errors
+from longmd.atomic import atomic_torch_save, atomic_write_text
+from longmd.config import Config, ConfigError, config_from_dict, save_config
+from longmd.data.batching import collate_windows
+from longmd.data.reference_neighbors import ReferenceNeighbors
+from longmd.data.splits import Split, random_frame_split, split_by_trajectory, split_time_blocks
+from longmd.data.trajectory import Trajectory
+from longmd.data.windows import Window
+from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.neighbor_policy import GivenNeighbors
+from longmd.dynamics.rollout import rollout
+from longmd.dynamics.state import MDState
+from longmd.examples import resolve
+from longmd.io.read import read_trajectories
+from longmd.models.base import EnergyModel, predict
+from longmd.models.egnn import EGNN
+from longmd.models.io import load_model, save_model
+from longmd.models.reference import init_reference
+from longmd.training.curriculum import Curriculum
+from longmd.training.losses import LossSettings, sequence_loss
+from longmd.training.run_log import RunLog, plot_learning_curve, summary_table
+
+GRADIENT_MODES = ("full", "detached")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or its gradients became non-finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_model: Path
+    best_val_mepa: float
+    best_s: int
+    epochs: int
+    records: list[dict]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_gradient_mode(mode: str) -> None:
+    if mode in GRADIENT_MODES:
+        return
+    if mode.startswith("truncated:") and mode.split(":", 1)[1].isdigit() and int(mode.split(":", 1)[1]) >= 1:
+        return
+    raise ConfigError(f"training.rollout_gradient: expected full | truncated:K | detached, got {mode!r}")
+
+
+def _validate_config(cfg: Config) -> None:
+    t = cfg.training
+    choices = {
+        "training.mode": (t.mode, ("dynamic", "conventional")),
+        "training.loss": (t.loss, ("mepa", "mae", "mse")),
+        "training.species_reduction": (t.species_reduction, ("sum", "mean")),
+        "training.dtype": (t.dtype, ("float32", "float64")),
+        "data.split": (cfg.data.split, ("trajectory", "time_blocks", "frames")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    _check_gradient_mode(t.rollout_gradient)
+    if t.mode == "dynamic" and cfg.data.split == "frames" and t.s_max > 1:
+        raise ConfigError("data.split=frames shuffles frames and cannot feed rollouts: use trajectory or time_blocks")
+    for key in ("s_max", "batch_size", "val_length", "val_windows", "neighbor_update_every", "patience"):
+        if getattr(t, key) < (0 if key == "patience" else 1):
+            raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
+
+
+def build_model(cfg: Config, species: list[int]) -> EnergyModel:
+    if cfg.model.name != "egnn":
+        raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: egnn)")
+    return EGNN.from_preset(cfg.model.preset, species, **cfg.model.options)
+
+
+def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
+    d = cfg.data
+    if d.split == "trajectory":
+        return split_by_trajectory(trajectories, d.val_fraction, d.test_fraction, seed=d.seed)
+    # Test trajectories are always held out whole; the rest is split in time or by frame.
+    held = split_by_trajectory(trajectories, 0.0, d.test_fraction, seed=d.seed) if d.test_fraction else None
+    keep = [t for t in range(len(trajectories)) if held is None or t not in held.subsets["test"]]
+    sub = [trajectories[t] for t in keep]
+    inner = (
+        split_time_blocks(sub, d.val_fraction, seed=d.seed)
+        if d.split == "time_blocks"
+        else random_frame_split(sub, d.val_fraction, seed=d.seed)
+    )
+    subsets = {name: {keep[t]: frames for t, frames in inner.subsets[name].items()} for name in ("train", "val")}
+    subsets["test"] = dict(held.subsets["test"]) if held else {}
+    return Split(
+        method=f"{inner.method}+test_trajectories",
+        seed=d.seed,
+        n_traj=len(trajectories),
+        subsets=subsets,
+        names=[t.name for t in trajectories],
+        params={"val_fraction": d.val_fraction, "test_fraction": d.test_fraction},
+    )
+
+
+def load_data(cfg: Config) -> list[Trajectory]:
+    d = cfg.data
+    return read_trajectories(
+        [resolve(p) for p in d.paths],
+        energy_key=d.energy_key,
+        forces_key=d.forces_key,
+        traj_id_key=d.traj_id_key,
+        timestep_fs=d.timestep_fs,
+    )
+
+
+def fixed_validation_windows(split: Split, trajectories: list[Trajectory], length: int, count: int, seed: int):
+    """``count`` windows of ``length`` frames inside the validation subset, spread evenly, fixed for the run."""
+    candidates = split.windows("val", trajectories, length)
+    if not candidates:
+        return []
+    if len(candidates) <= count:
+        return candidates
+    rng = np.random.default_rng(seed)
+    picks = np.linspace(0, len(candidates) - 1, count).round().astype(int)
+    offset = rng.integers(0, max(1, len(candidates) // count))
+    return [candidates[min(len(candidates) - 1, p + offset)] for p in picks]
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class Trainer:
+    """Train a model as ``cfg`` says, in the run directory ``cfg.out``."""
+
+    def __init__(self, cfg: Config, resume: bool = False, log=print) -> None:
+        self.out = Path(cfg.out)
+        self.log = log
+        checkpoint_path = self.out / "checkpoint.pt"
+        self.checkpoint = None
+        if resume:
+            if not checkpoint_path.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
+            self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+            saved = config_from_dict(self.checkpoint["config"], str(checkpoint_path))
+            if saved.to_dict() != {**cfg.to_dict(), "out": saved.out}:
+                log(f"note: resuming with the configuration stored in {checkpoint_path}")
+            cfg = saved
+            cfg.out = str(self.out)
+        _validate_config(cfg)
+        self.cfg = cfg
+        t = cfg.training
+        if t.threads:
+            torch.set_num_threads(int(t.threads))
+        self.device = resolve_device(t.device)
+        self.dtype = torch.float64 if t.dtype == "float64" else torch.float32
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed)
+        random.seed(t.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / "config.yaml")
+
+        self.trajectories = load_data(cfg)
+        self.split = make_split(cfg, self.trajectories)
+        atomic_write_text(self.out / "split.json", self.split.to_json())
+        species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
+        self.model = build_model(cfg, species).to(device=self.device, dtype=self.dtype)
+        train_frames = [
+            (t, f)
+            for t, frames in enumerate(self.split.frames("train"))
+            for f in _all(frames, len(self.trajectories[t]))
+        ]
+        if not train_frames:
+            raise ConfigError("the split leaves no training frames")
+        self.reference = init_reference(
+            self.model,
+            [self.trajectories[t].numbers for t, _ in train_frames],
+            np.array([self.trajectories[t].energy[f] for t, f in train_frames]),
+            [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
+        )
+        self.timestep_fs = self._common_timestep()
+        self.neighbors = ReferenceNeighbors.build(
+            self.trajectories, self.model.cutoff + t.neighbor_skin, progress=t.progress
+        )
+        self.s_max = 1 if t.mode == "conventional" else t.s_max
+        self.val_windows = self._validation_windows()
+        self.loss_settings = LossSettings(
+            kind=t.loss,
+            species_reduction=t.species_reduction,
+            energy_weight=t.energy_weight,
+            force_weight=t.force_weight,
+            first_step_weight=t.first_step_weight,
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr)
+        self.scheduler = self._new_scheduler()
+        self.curriculum = Curriculum(s_max=self.s_max, patience=t.patience, min_lr=t.min_lr,
+                                     max_epochs_per_s=t.max_epochs_per_s)
+        self.sampler = torch.Generator().manual_seed(t.seed)
+        self.epoch = 0
+        self.best = {"val_mepa": math.inf, "S": 0, "epoch": -1}
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+        self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def _common_timestep(self) -> float:
+        steps = {round(tr.timestep_fs, 9) for tr in self.trajectories}
+        if len(steps) > 1 and self.s_max > 1:
+            names = ", ".join(f"{tr.name}: {tr.timestep_fs} fs" for tr in self.trajectories)
+            raise ConfigError(f"Dynamic Training needs one timestep for all trajectories ({names})")
+        return float(self.trajectories[0].timestep_fs)
+
+    def _validation_windows(self) -> list[Window]:
+        t = self.cfg.training
+        if self.cfg.data.split == "frames":
+            frames = self.split.frames("val")
+            return [Window(tr, int(f), 1) for tr, fr in enumerate(frames) for f in _all(fr, len(self.trajectories[tr]))]
+        windows = fixed_validation_windows(self.split, self.trajectories, t.val_length, t.val_windows, t.seed)
+        if not windows:
+            raise ConfigError(
+                f"no validation window of {t.val_length} frames fits in the held-out data: "
+                "lower training.val_length or raise data.val_fraction"
+            )
+        return windows
+
+    def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
+        t = self.cfg.training
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=t.lr_factor, patience=t.patience, min_lr=t.min_lr
+        )
+
+    # ------------------------------------------------------------------------------------- training
+    def train_windows(self, s: int) -> list[Window]:
+        return self.split.windows("train", self.trajectories, s, stride=self.cfg.training.window_stride)
+
+    def batch_loss(self, windows: list[Window], gradient: str | None = None) -> tuple[torch.Tensor, dict]:
+        """Loss of one batch of windows of equal length (the DT rollout for length > 1)."""
+        t = self.cfg.training
+        batch = collate_windows(self.trajectories, windows, self.neighbors, device=self.device, dtype=self.dtype)
+        state = MDState(
+            positions=batch.positions[0],
+            momenta=batch.velocities[0] * batch.masses[:, None],
+            masses=batch.masses,
+            numbers=batch.numbers,
+            cell=batch.cell,
+            pbc=batch.pbc,
+            system=batch.system,
+        )
+        steps = batch.n_steps
+        result = rollout(
+            self.model,
+            state,
+            steps - 1,
+            make_integrator("nve", self.timestep_fs),
+            GivenNeighbors(batch.edges, update_every=t.neighbor_update_every),
+            gradient=gradient or t.rollout_gradient,
+        )
+        n_atoms = torch.bincount(batch.system, minlength=batch.n_systems)
+        return sequence_loss(
+            result.forces, batch.forces, batch.numbers, self.loss_settings,
+            energy=result.energy[0], ref_energy=batch.energy[0], n_atoms=n_atoms,
+        )
+
+    def train_epoch(self, s: int) -> float:
+        t = self.cfg.training
+        windows = self.train_windows(s)
+        if not windows:
+            raise ConfigError(f"no training window of S={s} frames fits in the training data")
+        order = torch.randperm(len(windows), generator=self.sampler)
+        if t.windows_per_epoch:
+            order = order[: int(t.windows_per_epoch)]
+        self.model.train()
+        losses = []
+        batches = [order[i : i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+        bar = tqdm(batches, desc=f"epoch {self.epoch} S={s}", leave=False, disable=not t.progress)
+        for number, idx in enumerate(bar):
+            loss, _ = self.batch_loss([windows[int(i)] for i in idx])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"non-finite loss at S={s}, epoch {self.epoch}, batch {number}; "
+                    f"the last good checkpoint is {self.out / 'checkpoint.pt'}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                if not torch.isfinite(norm):
+                    raise TrainingDiverged(f"non-finite gradient at S={s}, epoch {self.epoch}, batch {number}")
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def _frame_errors(self) -> RolloutErrors:
+        """Single-frame validation (random frame split): MEPA over the held-out frames."""
+        species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
+        preds, refs, numbers = [], [], []
+        bs = self.cfg.training.val_batch_size
+        for i in range(0, len(self.val_windows), bs):
+            batch = collate_windows(self.trajectories, self.val_windows[i : i + bs], self.neighbors,
+                                    device=self.device, dtype=self.dtype)
+            with torch.enable_grad():
+                preds.append(predict(self.model, batch.graph(0)).forces.detach())
+            refs.append(batch.forces[0])
+            numbers.append(batch.numbers)
+        pred, ref, num = torch.cat(preds), torch.cat(refs), torch.cat(numbers)
+        per_species = per_species_force_mae(pred, ref, num, species)[1].cpu().double().numpy()
+        total = float(mepa_per_step(pred, ref, num, species_reduction=self.cfg.training.species_reduction))
+        return RolloutErrors(species, np.array([total]), per_species[None], np.zeros(1), len(self.val_windows))
+
+    def validate(self) -> RolloutErrors:
+        self.model.eval()
+        if self.cfg.data.split == "frames":
+            return self._frame_errors()
+        t = self.cfg.training
+        return rollout_errors(
+            self.model, self.trajectories, self.val_windows, batch_size=t.val_batch_size,
+            species_reduction=t.species_reduction, device=self.device, dtype=self.dtype,
+        )
+
+    # ----------------------------------------------------------------------------------- the loop
+    def run(self) -> TrainResult:
+        t = self.cfg.training
+        self.log(self.model.summary() if hasattr(self.model, "summary") else str(self.model))
+        self.log(
+            f"data: {len(self.trajectories)} trajectories; split {self.split.method}; "
+            f"{len(self.val_windows)} validation windows of {self.val_windows[0].length} frames; device {self.device}"
+        )
+        while True:
+            if t.max_epochs is not None and self.epoch >= t.max_epochs:
+                self.log(f"stopping: max_epochs={t.max_epochs} reached")
+                break
+            s = self.curriculum.s
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            start = time.perf_counter()
+            train_loss = self.train_epoch(s)
+            errors = self.validate()
+            val = errors.mean_mepa
+            self.scheduler.step(val if math.isfinite(val) else math.inf)
+            decision = self.curriculum.update(val, lr)
+            record = {
+                "epoch": self.epoch, "S": s, "lr": lr, "train_loss": train_loss, "val_mepa": val,
+                "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": _peak_memory_mb(self.device),
+                "improved": decision.improved,
+                **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
+            }
+            if decision.improved:
+                save_model(self.model, self.out / f"best_S{s}.pt", metadata=self._provenance(s, val))
+                if val < self.best["val_mepa"]:
+                    self.best = {"val_mepa": val, "S": s, "epoch": self.epoch}
+                    save_model(self.model, self.out / "best.pt", metadata=self._provenance(s, val))
+            self.epoch += 1
+            self.log(
+                f"epoch {record['epoch']:4d}  S={s}  lr={lr:.2e}  loss={train_loss:.4f}  val MEPA={val:.4f} eV/Å"
+                f"  {record['epoch_time_s']:.1f}s" + ("  *" if decision.improved else "")
+            )
+            if decision.advance:
+                self.log(f"S={s} converged after {self.curriculum_epochs(s)} epochs: S -> {self.curriculum.s}")
+                for group in self.optimizer.param_groups:
+                    group["lr"] = t.lr_reset
+                self.scheduler = self._new_scheduler()
+            save_model(self.model, self.out / "last.pt", metadata=self._provenance(s, val))
+            self._save_checkpoint()
+            self.run_log.append(record)
+            if decision.finished:
+                self.log(f"S={s} (s_max) converged: training finished")
+                break
+        return self._finish()
+
+    def curriculum_epochs(self, s: int) -> int:
+        """Epochs trained at S = s so far (this epoch included)."""
+        return 1 + sum(r["S"] == s for r in self.run_log.records)
+
+    def _finish(self) -> TrainResult:
+        records = self.run_log.records
+        plot = plot_learning_curve(records, self.out / "learning_curve.png") if records else None
+        table = summary_table(records) if records else ""
+        atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
+        best_path = self.out / "best.pt"
+        self.log("\n" + table)
+        self.log(f"best model: {best_path} (S={self.best['S']}, validation MEPA {self.best['val_mepa']:.4f} eV/Å)")
+        if plot:
+            self.log(f"learning curve: {plot}")
+        return TrainResult(self.out, best_path, self.best["val_mepa"], self.best["S"], self.epoch, records)
+
+    def _provenance(self, s: int, val: float) -> dict:
+        return {"S": s, "epoch": self.epoch, "val_mepa": val, "config": self.cfg.to_dict(),
+                "mode": self.cfg.training.mode}
+
+    # --------------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self) -> None:
+        state = {
+            "config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "curriculum": self.curriculum.state_dict(),
+            "sampler": self.sampler.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "best": self.best,
+        }
+        atomic_torch_save(state, self.out / "checkpoint.pt")
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.curriculum.load_state_dict(state["curriculum"])
+        self.sampler.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
+
+
+def _all(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
+    """Frame indices of a split entry (None = every frame of the trajectory)."""
+    return np.arange(n_frames) if frames is None else np.asarray(frames)
+
+
+def train(cfg: Config, resume: bool = False, log=print) -> TrainResult:
+    """Train as ``cfg`` says (see :class:`Trainer`)."""
+    return Trainer(cfg, resume=resume, log=log).run()
+
+
+def load_best(out: str | Path, device: str = "cpu") -> EnergyModel:
+    """The best model of a finished run."""
+    return load_model(Path(out) / "best.pt", device=device)
