@@ -12,6 +12,9 @@ import math
 from dataclasses import asdict, dataclass
 
 
+PROGRESS = ("s", "epochs_in_s", "best", "stale_at_floor")
+
+
 @dataclass
 class Decision:
     """What one validation result means for the curriculum."""
@@ -57,8 +60,9 @@ class Curriculum:
         return Decision(improved, True, False)
 
     def state_dict(self) -> dict:
-        return asdict(self)
+        """Progress only; the settings (s_max, patience, ...) come from the run's config."""
+        return {k: v for k, v in asdict(self).items() if k in PROGRESS}
 
     def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        for key in PROGRESS:
+            setattr(self, key, state[key])

@@ -99,6 +99,28 @@ def _validate_config(cfg: Config) -> None:
             raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
 
 
+RESUMABLE_CHANGES = ("max_epochs", "max_epochs_per_s", "s_max", "progress", "device", "threads")
+
+
+def _resume_config(saved: Config, given: Config, log) -> Config:
+    """The stored config of a run, with only the run-control keys a resume may change taken from ``given``."""
+    for key in RESUMABLE_CHANGES:
+        new = getattr(given.training, key)
+        if new != getattr(saved.training, key):
+            log(f"resume: training.{key} {getattr(saved.training, key)!r} -> {new!r}")
+            setattr(saved.training, key, new)
+    ignored = [
+        f"{section}.{k}"
+        for section in ("data", "model", "training")
+        for k, v in getattr(given, section).__dict__.items()
+        if k not in RESUMABLE_CHANGES and v != getattr(getattr(saved, section), k)
+    ]
+    if ignored:
+        log(f"resume: keeping the stored values of {', '.join(ignored)} (they cannot change mid-run)")
+    saved.out = given.out
+    return saved
+
+
 def build_model(cfg: Config, species: list[int]) -> EnergyModel:
     if cfg.model.name != "egnn":
         raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: egnn)")
@@ -173,11 +195,7 @@ class Trainer:
             if not checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
             self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
-            saved = config_from_dict(self.checkpoint["config"], str(checkpoint_path))
-            if saved.to_dict() != {**cfg.to_dict(), "out": saved.out}:
-                log(f"note: resuming with the configuration stored in {checkpoint_path}")
-            cfg = saved
-            cfg.out = str(self.out)
+            cfg = _resume_config(config_from_dict(self.checkpoint["config"], str(checkpoint_path)), cfg, log)
         _validate_config(cfg)
         self.cfg = cfg
         t = cfg.training
