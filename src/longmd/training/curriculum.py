@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-
 PROGRESS = ("s", "epochs_in_s", "best", "stale_at_floor")
 
 
