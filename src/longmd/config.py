@@ -67,6 +67,7 @@ class TrainingConfig:
     min_lr: float = _key(2e-6, "learning-rate floor")
     max_epochs_per_s: Any = _key(None, "cap on epochs spent at one S (None = until converged)")
     max_epochs: Any = _key(None, "cap on the total number of epochs (None = no cap)")
+    max_minutes: Any = _key(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)")
     grad_clip: float = _key(1.0, "gradient-norm clip (0 = off)")
     val_length: int = _key(60, "frames of each validation rollout (the paper: 60)")
     val_windows: int = _key(16, "number of fixed validation rollouts")

@@ -99,7 +99,7 @@ def _validate_config(cfg: Config) -> None:
             raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
 
 
-RESUMABLE_CHANGES = ("max_epochs", "max_epochs_per_s", "s_max", "progress", "device", "threads")
+RESUMABLE_CHANGES = ("max_epochs", "max_epochs_per_s", "max_minutes", "s_max", "progress", "device", "threads")
 
 
 def _resume_config(saved: Config, given: Config, log) -> Config:
@@ -128,20 +128,21 @@ def build_model(cfg: Config, species: list[int]) -> EnergyModel:
 
 
 def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
+    """Test trajectories are held out whole first (the same ones whatever ``data.split``, so models trained
+    with different splits are tested alike); the rest is split by trajectory, time block or frame."""
     d = cfg.data
-    if d.split == "trajectory":
-        return split_by_trajectory(trajectories, d.val_fraction, d.test_fraction, seed=d.seed)
-    # Test trajectories are always held out whole; the rest is split in time or by frame.
     held = split_by_trajectory(trajectories, 0.0, d.test_fraction, seed=d.seed) if d.test_fraction else None
-    keep = [t for t in range(len(trajectories)) if held is None or t not in held.subsets["test"]]
+    test = dict(held.subsets["test"]) if held else {}
+    keep = [t for t in range(len(trajectories)) if t not in test]
     sub = [trajectories[t] for t in keep]
-    inner = (
-        split_time_blocks(sub, d.val_fraction, seed=d.seed)
-        if d.split == "time_blocks"
-        else random_frame_split(sub, d.val_fraction, seed=d.seed)
-    )
+    if d.split == "trajectory":
+        inner = split_by_trajectory(sub, d.val_fraction, 0.0, seed=d.seed)
+    elif d.split == "time_blocks":
+        inner = split_time_blocks(sub, d.val_fraction, seed=d.seed)
+    else:
+        inner = random_frame_split(sub, d.val_fraction, seed=d.seed)
     subsets = {name: {keep[t]: frames for t, frames in inner.subsets[name].items()} for name in ("train", "val")}
-    subsets["test"] = dict(held.subsets["test"]) if held else {}
+    subsets["test"] = test
     return Split(
         method=f"{inner.method}+test_trajectories",
         seed=d.seed,
@@ -376,9 +377,13 @@ class Trainer:
             f"data: {len(self.trajectories)} trajectories; split {self.split.method}; "
             f"{len(self.val_windows)} validation windows of {self.val_windows[0].length} frames; device {self.device}"
         )
+        started = time.perf_counter()
         while True:
             if t.max_epochs is not None and self.epoch >= t.max_epochs:
                 self.log(f"stopping: max_epochs={t.max_epochs} reached")
+                break
+            if t.max_minutes is not None and time.perf_counter() - started > 60 * t.max_minutes:
+                self.log(f"stopping: max_minutes={t.max_minutes} reached")
                 break
             s = self.curriculum.s
             lr = self.optimizer.param_groups[0]["lr"]

@@ -1,0 +1,195 @@
+"""Does Dynamic Training give better dynamics? The DT paper's Table 1 and Figures 3-4, rerunnable.
+
+On the same training trajectories, trains
+  (a) EGNN conventionally (S = 1, MEPA loss, random 95/5 frame split of the training trajectories),
+  (b) EGNN with DT at S = 1 (trajectory split),
+  (c) EGNN with DT up to S_max,
+  (d) MACE from scratch with its default weighted-MSE loss, when ``mace_run_train`` is installed,
+then runs the rollout test of ``longmd evaluate`` (NVE from held-out starts, MEPA per step against the
+reference) for all of them on the same held-out test trajectories. Writes ``OUT/results.json``,
+``OUT/table.md``, ``OUT/mepa_vs_step.png`` and ``OUT/val_best_per_S.png``. Budgets (epochs per S, minutes
+per model) are options and recorded, so comparisons are fair.
+
+  python benchmarks/dt_vs_conventional.py --out runs/dt_vs_conv                      # CPU, demo-sized
+  python benchmarks/dt_vs_conventional.py --config paper --s-max 11 --minutes 120 --device cuda --out runs/paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import write_json
+from longmd.analysis.plots import plot_mepa_vs_step
+from longmd.analysis.rollout_test import rollout_errors
+from longmd.config import load_config
+from longmd.data.windows import Window
+from longmd.models.io import load_model
+from longmd.training.trainer import Trainer, load_data, make_split
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs"
+
+
+def _overrides(args, out: Path, *extra: str) -> list[str]:
+    base = [f"out={out}", f"training.device={args.device}", "training.progress=false",
+            f"training.max_epochs_per_s={args.epochs_per_s}", f"training.max_minutes={args.minutes}"]
+    if args.data:
+        base.append(f"data.paths=[{','.join(args.data)}]")
+    return [*base, *args.set, *extra]
+
+
+def train_variants(args) -> dict[str, dict]:
+    config = CONFIGS / f"{args.config}.yaml"
+    variants = {
+        "conventional": ["training.mode=conventional", "data.split=frames", "data.val_fraction=0.05"],
+        "dt_s1": ["training.mode=dynamic", "training.s_max=1"],
+        f"dt_s{args.s_max}": ["training.mode=dynamic", f"training.s_max={args.s_max}"],
+    }
+    runs = {}
+    for name, extra in variants.items():
+        out = args.out / name
+        cfg = load_config(config, _overrides(args, out, *extra))
+        print(f"== training {name} -> {out}")
+        trainer = Trainer(cfg, log=print)
+        result = trainer.run()
+        runs[name] = {"model": str(result.best_model), "out": str(out), "epochs": result.epochs,
+                      "best_val_mepa": result.best_val_mepa, "best_S": result.best_s,
+                      "train_minutes": sum(r["epoch_time_s"] for r in result.records) / 60,
+                      "records": result.records, "config": cfg.to_dict()}
+    return runs
+
+
+def train_mace(args, trajectories, split) -> dict | None:
+    """MACE from scratch through ``mace_run_train`` (no foundation model, nothing downloaded)."""
+    exe = shutil.which("mace_run_train")
+    if exe is None:
+        return None
+    import ase.io
+
+    out = args.out / "mace"
+    out.mkdir(parents=True, exist_ok=True)
+    frames = [trajectories[t].atoms(int(f)) for t, fr in enumerate(split.frames("train"))
+              for f in (np.arange(len(trajectories[t])) if fr is None else fr)]
+    for atoms in frames:
+        atoms.info["REF_energy"] = atoms.get_potential_energy()
+        atoms.arrays["REF_forces"] = atoms.get_forces()
+        atoms.calc = None
+    ase.io.write(out / "train.xyz", frames)
+    cmd = [exe, "--name=mace", f"--train_file={out / 'train.xyz'}", "--valid_fraction=0.05",
+           "--E0s=average", "--model=MACE", "--num_channels=32", "--max_L=1", "--r_max=5.0",
+           f"--max_num_epochs={args.mace_epochs}", "--batch_size=8", f"--device={args.device}",
+           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", "--seed=0"]
+    subprocess.run(cmd, cwd=out, check=True)
+    return {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs}
+
+
+def test_windows(trajectories, split, steps: int, per_traj: int, seed: int) -> list[Window]:
+    rng = np.random.default_rng(seed)
+    windows = []
+    for t in sorted(split.subsets["test"]):
+        length = min(steps + 1, len(trajectories[t]))
+        starts = rng.choice(len(trajectories[t]) - length + 1, size=per_traj, replace=False)
+        windows += [Window(t, int(s), length) for s in sorted(starts)]
+    lengths = {w.length for w in windows}
+    if len(lengths) > 1:  # trajectories of different lengths: use the shortest common length
+        shortest = min(lengths)
+        windows = [Window(w.traj, w.start, shortest) for w in windows]
+    return windows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="*", help="reference trajectories (default: the embedded example)")
+    parser.add_argument("--out", type=Path, default=Path("runs/dt_vs_conventional"))
+    parser.add_argument("--config", default="demo", help="demo | paper (packaged configs)")
+    parser.add_argument("--s-max", type=int, default=4)
+    parser.add_argument("--epochs-per-s", type=int, default=10, help="budget: epochs at each S")
+    parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall minutes per model")
+    parser.add_argument("--rollout-steps", type=int, default=300)
+    parser.add_argument("--starts-per-trajectory", type=int, default=4)
+    parser.add_argument("--mace-epochs", type=int, default=50)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--set", action="append", default=[], help="extra config override SECTION.KEY=VALUE")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    runs = train_variants(args)
+    cfg = load_config(CONFIGS / f"{args.config}.yaml", _overrides(args, args.out / "eval"))
+    trajectories = load_data(cfg)
+    split = make_split(cfg, trajectories)
+    mace = train_mace(args, trajectories, split)
+    windows = test_windows(trajectories, split, args.rollout_steps, args.starts_per_trajectory, args.seed)
+    device = torch.device(args.device)
+    models = {name: load_model(run["model"], device=str(device)) for name, run in runs.items()}
+    if mace:
+        from longmd.models.ase_adapter import model_from_spec
+
+        models["mace"] = model_from_spec(f"ase:mace.calculators:MACECalculator?model_paths={mace['model']}")
+    results, curves = {}, {}
+    for name, model in models.items():
+        errors = rollout_errors(model, trajectories, windows, batch_size=len(windows), device=device)
+        results[name] = errors.summary()
+        results[name]["mepa_per_step"] = errors.mepa.tolist()
+        curves[name] = errors.mepa
+        print(f"{name:14s} rollout MEPA {errors.mean_mepa:.4f} eV/Å (failed rollouts: {errors.failed})")
+    dt = runs[f"dt_s{args.s_max}"]
+    per_s = {}
+    for s in range(1, args.s_max + 1):
+        path = Path(dt["out"]) / f"best_S{s}.pt"
+        if path.exists():
+            val = [r["val_mepa"] for r in dt["records"] if r["S"] == s]
+            test = rollout_errors(load_model(path, device=str(device)), trajectories, windows,
+                                  batch_size=len(windows), device=device)
+            per_s[s] = {"val_mepa": float(min(val)), "test_rollout_mepa": test.mean_mepa}
+    plot_mepa_vs_step(curves, args.out / "mepa_vs_step.png", timestep_fs=trajectories[0].timestep_fs)
+    _plot_per_s(per_s, args.out / "val_best_per_S.png")
+    table = _table(results, runs, mace, windows)
+    (args.out / "table.md").write_text(table + "\n")
+    print("\n" + table)
+    budgets = {"epochs_per_s": args.epochs_per_s, "minutes_per_model": args.minutes, "config": args.config,
+               "s_max": args.s_max, "rollout_steps": windows[0].length - 1, "test_windows": len(windows)}
+    for run in runs.values():
+        run.pop("records")
+    write_json({"budgets": budgets, "runs": runs, "mace": mace, "rollout_test": results,
+                "best_model_per_S": per_s}, args.out, "results.json")
+
+
+def _table(results, runs, mace, windows) -> str:
+    rows = [f"Rollout test: {len(windows)} NVE rollouts of {windows[0].length - 1} steps from held-out trajectories.",
+            "", "| model | rollout MEPA (eV/Å) | final position deviation (Å) | failed | train minutes |",
+            "|---|---|---|---|---|"]
+    for name, r in results.items():
+        minutes = runs[name]["train_minutes"] if name in runs else float("nan")
+        rows.append(f"| {name} | {r['mepa_mean']:.4f} | {r['position_deviation_final_A']:.3f} | {r['failed']} | "
+                    f"{minutes:.1f} |")
+    return "\n".join(rows)
+
+
+def _plot_per_s(per_s: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not per_s:
+        return
+    s = sorted(per_s)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(s, [per_s[k]["val_mepa"] for k in s], "o-", label="validation MEPA (best of S)")
+    ax.plot(s, [per_s[k]["test_rollout_mepa"] for k in s], "s--", label="test rollout MEPA")
+    ax.set_xlabel("S (training subsequence length)")
+    ax.set_ylabel("MEPA (eV/Å)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
