@@ -24,7 +24,7 @@ def make_emt_trajectories(path, n_traj: int = 4, n_frames: int = 40, timestep_fs
     from ase.build import bulk
     from ase.calculators.emt import EMT
     from ase.calculators.singlepoint import SinglePointCalculator
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md import velocitydistribution
     from ase.md.verlet import VelocityVerlet
 
     rng = np.random.default_rng(seed)
@@ -34,8 +34,11 @@ def make_emt_trajectories(path, n_traj: int = 4, n_frames: int = 40, timestep_fs
         atoms.symbols[rng.choice(len(atoms), 4, replace=False)] = "Au"
         atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
         atoms.calc = EMT()
-        MaxwellBoltzmannDistribution(atoms, temperature_K=600, rng=rng)
-        Stationary(atoms)
+        # thermalize_momenta is the newer name (ASE >= 3.28) of MaxwellBoltzmannDistribution.
+        thermalize = getattr(velocitydistribution, "thermalize_momenta", None)
+        thermalize = thermalize or velocitydistribution.MaxwellBoltzmannDistribution
+        thermalize(atoms, temperature_K=600, rng=rng)
+        velocitydistribution.Stationary(atoms)
         dyn = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
         for step in range(n_frames):
             if step:
