@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from longmd.dynamics.state import MDState
@@ -68,18 +69,29 @@ class VerletNeighbors:
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.builds = 0
         self._reference: Tensor | None = None
+        self._cell: Tensor | None = None
         self._edges: Edges | None = None
 
     def reset(self) -> None:
-        self._reference, self._edges = None, None
+        self._reference, self._cell, self._edges = None, None, None
+
+    @property
+    def current(self) -> Edges | None:
+        """The list in use (cutoff + skin), or None before the first build."""
+        return self._edges
 
     def edges(self, step: int, state: MDState) -> Edges:
         positions = state.positions.detach()
-        if self._reference is not None and self._reference.shape == positions.shape:
+        if (
+            self._reference is not None
+            and self._reference.shape == positions.shape
+            and torch.equal(self._cell, state.cell.detach())
+        ):
             moved = (positions - self._reference).norm(dim=-1).max()
             if float(moved) <= 0.5 * self.skin:
                 return self._edges
         self._edges = batched_neighbor_list(positions, state.cell, state.pbc, state.system, self.cutoff + self.skin)
         self._reference = positions.clone()
+        self._cell = state.cell.detach().clone()
         self.builds += 1
         return self._edges

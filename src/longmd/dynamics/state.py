@@ -156,7 +156,7 @@ class MDState:
         counts = s.atoms_per_system().tolist()
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
         out = []
-        for b, (a0, n) in enumerate(zip(starts, counts)):
+        for b, (a0, n) in enumerate(zip(starts, counts, strict=True)):
             sl = slice(int(a0), int(a0) + n)
             atoms = Atoms(
                 numbers=s.numbers[sl].numpy(),
