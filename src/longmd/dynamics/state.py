@@ -194,12 +194,13 @@ def maxwell_boltzmann_momenta(
     xi = torch.randn(masses.shape[0], 3, generator=generator, dtype=dtype, device=device)
     p = xi * torch.sqrt(masses * kt)[:, None]
     p = remove_total_momentum(p, masses, system, n_sys)
+    movable = torch.bincount(system, minlength=n_sys) > 1  # a lone atom has no dof once its momentum is removed
     if exact:
         dof = degrees_of_freedom(system, n_sys, com_removed=True).to(dtype)
         current = 2.0 * kinetic_energy(p, masses, system, n_sys) / (dof * KB_EV_PER_K)
         scale = torch.where(current > 0, torch.sqrt(t / current.clamp_min(1e-300)), torch.zeros_like(t))
         p = p * scale[system][:, None]
-    return p
+    return torch.where(movable[system][:, None], p, torch.zeros_like(p))
 
 
 def kinetic_energy(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int) -> Tensor:
