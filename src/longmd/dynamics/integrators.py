@@ -74,7 +74,10 @@ class BussiR:
     def __call__(self, state: MDState, dt: float) -> MDState:
         n_sys = state.n_systems
         dof = degrees_of_freedom(state.system, n_sys, com_removed=True).to(state.dtype)
-        kin = kinetic_energy(state.momenta, state.masses, state.system, n_sys).clamp_min(1e-300)
+        kin0 = kinetic_energy(state.momenta, state.masses, state.system, n_sys)
+        # A system at rest (or a lone atom) cannot be rescaled: keep it as it is. The clamp uses the dtype's
+        # smallest normal number (a literal 1e-300 is 0 in float32 and gave 0 * inf = NaN momenta).
+        kin = kin0.clamp_min(torch.finfo(state.dtype).tiny)
         target = 0.5 * dof * KB_EV_PER_K * self.temperature_K
         c = math.exp(-dt / self.tau)
         r1 = torch.randn(n_sys, generator=self.generator, dtype=state.dtype, device=state.device)
@@ -89,7 +92,7 @@ class BussiR:
             + (1 - c) * target * (r1 * r1 + chi2) / dof
             + 2 * r1 * torch.sqrt(c * (1 - c) * target * kin / dof)
         )
-        alpha = torch.sqrt(new_kin.clamp_min(0) / kin)
+        alpha = torch.where(kin0 > 0, torch.sqrt(new_kin.clamp_min(0) / kin), torch.ones_like(kin))
         sign = torch.where(r1 + torch.sqrt(c * kin * dof / ((1 - c) * target)) < 0, -1.0, 1.0).to(state.dtype)
         return state.replace(momenta=state.momenta * (alpha * sign)[state.system][:, None])
 
