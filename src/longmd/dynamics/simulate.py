@@ -57,7 +57,8 @@ class SimulationResult:
     Attributes:
         state: final state of the surviving replicas; ``replicas`` their ids (system b of ``state`` is replica
             ``replicas[b]``). final_atoms: the last frame of every replica (last good one for stopped replicas).
-        stopped: replicas that blew up. steps: steps run. wall_s, steps_per_s, ns_per_day: speed (all replicas).
+        stopped: replicas that blew up. steps: last step reached (all replicas stopped: earlier than asked).
+        wall_s, steps_per_s, ns_per_day: speed (all replicas).
         neighbor_builds: Verlet-list builds. files: name -> path of what was written.
     """
 
@@ -314,7 +315,7 @@ def simulate(
             failure = None
             result = rollout(model, state, steps - offset, integrator, neighbors, store=False, on_step=on_step)
             if failure is None:
-                state = result.state
+                state, offset = result.state, steps
                 break
             g, bad = failure
             good_frames = last_good.to_atoms() if last_good is not None and g > offset else None
@@ -345,7 +346,7 @@ def simulate(
     for r, atoms in zip(alive, state.to_atoms(), strict=True):
         final_atoms[r] = atoms
     result = SimulationResult(
-        state=state, replicas=alive, final_atoms=final_atoms, stopped=stopped, steps=steps,
+        state=state, replicas=alive, final_atoms=final_atoms, stopped=stopped, steps=offset,
         timestep_fs=timestep_fs, wall_s=wall, neighbor_builds=neighbors.builds, files=files,
     )
     if out is not None:
@@ -353,8 +354,8 @@ def simulate(
         history.plot(out / "thermo.png")
         files["summary"] = str(out / "summary.json")
         summary = {
-            "steps": steps, "timestep_fs": timestep_fs, "ensemble": ensemble, "temperature_K": temperature_K,
-            "replicas": n_total, "wall_s": wall, "steps_per_s": result.steps_per_s,
+            "steps": offset, "steps_asked": steps, "timestep_fs": timestep_fs, "ensemble": ensemble,
+            "temperature_K": temperature_K, "replicas": n_total, "wall_s": wall, "steps_per_s": result.steps_per_s,
             "ns_per_day": result.ns_per_day, "neighbor_builds": neighbors.builds,
             "stopped": [{"replica": s.replica, "step": s.step, "reason": s.reason, "message": s.message}
                         for s in stopped],

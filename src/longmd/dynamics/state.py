@@ -154,7 +154,7 @@ class MDState:
         """One ``ase.Atoms`` per system, with momenta; cached energy/forces attached as a single-point result."""
         s = self.detach().to("cpu")
         counts = s.atoms_per_system().tolist()
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        starts = (np.cumsum(counts) - np.asarray(counts, dtype=int)).astype(int)
         out = []
         for b, (a0, n) in enumerate(zip(starts, counts, strict=True)):
             sl = slice(int(a0), int(a0) + n)

@@ -1,0 +1,140 @@
+"""simulate(): files written, Maxwell-Boltzmann start, and blow-ups that stop one replica while others go on."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.cluster import Icosahedron
+
+from longmd.dynamics.simulate import simulate
+from longmd.dynamics.state import MDState
+from longmd.models.lj import LennardJones
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cluster(temperature_K: float = 0.0, seed: int = 0) -> Atoms:
+    atoms = Icosahedron("Ar", 2)
+    atoms.center(vacuum=5.0)
+    if temperature_K:
+        rng = np.random.default_rng(seed)
+        p = rng.normal(size=(len(atoms), 3)) * np.sqrt(atoms.get_masses()[:, None] * 8.617e-5 * temperature_K)
+        atoms.set_momenta(p - atoms.get_masses()[:, None] * p.sum(0) / atoms.get_masses().sum())
+    return atoms
+
+
+def collapsing() -> Atoms:
+    """Atom 1 is thrown at the central atom 0 with ~1 eV: they come far closer than Ar atoms ever do at 30 K."""
+    atoms = cluster(30.0, seed=9)
+    direction = atoms.positions[0] - atoms.positions[1]
+    p = atoms.get_momenta()
+    p[1] += np.sqrt(2 * 39.95 * 1.0) * direction / np.linalg.norm(direction)
+    atoms.set_momenta(p)
+    return atoms
+
+
+def model() -> LennardJones:
+    return LennardJones(epsilon=0.0104, sigma=3.4, cutoff=8.5, r_switch=7.0)
+
+
+def test_simulate_writes_log_trajectories_and_plot(tmp_path) -> None:
+    result = simulate(model(), cluster(), steps=20, timestep_fs=5.0, ensemble="langevin", temperature_K=30.0,
+                      out_dir=tmp_path, log_every=5, traj_every=10, replicas=2, seed=1, progress=False)
+    with open(tmp_path / "thermo.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["step", "time_fs", "system", "E_pot", "E_kin", "E_tot", "T"]
+    assert [(int(r["step"]), int(r["system"])) for r in rows] == [(s, b) for s in range(0, 21, 5) for b in (0, 1)]
+    row = rows[-1]
+    assert float(row["time_fs"]) == 100.0
+    assert abs(float(row["E_pot"]) + float(row["E_kin"]) - float(row["E_tot"])) < 1e-8
+    for r in range(2):
+        frames = ase.io.read(tmp_path / f"traj_{r:03d}.extxyz", index=":")
+        assert [f.info["step"] for f in frames] == [0, 10, 20]
+        assert frames[-1].get_momenta().any() and "forces" in frames[-1].calc.results
+        traj = ase.io.read(tmp_path / f"traj_{r:03d}.traj", index=":")
+        np.testing.assert_allclose(traj[-1].positions, frames[-1].positions, atol=1e-6)
+        np.testing.assert_allclose(frames[-1].positions, result.final_atoms[r].positions, atol=1e-6)
+    assert (tmp_path / "thermo.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["stopped"] == []
+    # Replicas drew different Maxwell-Boltzmann velocities (the structure had none) near 30 K.
+    assert not np.allclose(result.final_atoms[0].positions, result.final_atoms[1].positions)
+    t0 = [float(r["T"]) for r in rows[:2]]
+    assert all(10.0 < t < 60.0 for t in t0), t0
+    assert result.steps == 20 and result.steps_per_s > 0 and "2 of 2 replica(s)" in result.summary()
+
+
+def test_collapsing_replica_stops_and_the_others_go_on(tmp_path) -> None:
+    good = [cluster(30.0, seed=1), cluster(30.0, seed=2)]
+    kwargs = dict(steps=40, timestep_fs=5.0, init_velocities="given", min_distance=2.8, progress=False)
+    result = simulate(model(), [good[0], collapsing(), good[1]], out_dir=tmp_path, log_every=1, **kwargs)
+    assert [s.replica for s in result.stopped] == [1] and result.replicas == [0, 2]
+    stop = result.stopped[0]
+    assert stop.reason == "min_distance" and 0 < stop.step < 40
+    assert f"replica 1 stopped at step {stop.step}" in stop.message and "Å apart" in stop.message
+    # The kept frame is the last good one: the step before, with no pair closer than the threshold.
+    saved = ase.io.read(tmp_path / "stopped_001.extxyz")
+    assert saved.get_all_distances()[np.triu_indices(len(saved), 1)].min() >= 2.8
+    np.testing.assert_allclose(saved.positions, result.final_atoms[1].positions, atol=1e-6)
+    with open(tmp_path / "thermo.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    steps_of = {r: [int(x["step"]) for x in rows if int(x["system"]) == r] for r in range(3)}
+    assert steps_of[1] == list(range(stop.step)) and steps_of[0] == steps_of[2] == list(range(41))
+    # Survivors follow exactly the trajectories they have without the collapsing replica.
+    alone = simulate(model(), good, out_dir=None, **kwargs)
+    for kept, ref in zip([result.final_atoms[0], result.final_atoms[2]], alone.final_atoms, strict=True):
+        np.testing.assert_allclose(kept.positions, ref.positions, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(kept.get_momenta(), ref.get_momenta(), rtol=0, atol=1e-10)
+
+
+def test_temperature_bound_and_nan_stop_replicas() -> None:
+    hot = simulate(model(), [cluster(30.0, seed=1), collapsing()], steps=5, timestep_fs=5.0, init_velocities="given",
+                   max_temperature_K=300.0, progress=False)
+    assert [(s.replica, s.reason, s.step) for s in hot.stopped] == [(1, "temperature", 0)]
+    assert "initial frame" in hot.stopped[0].message
+
+    class NaNForSecond(LennardJones):
+        """NaN energy and forces in system 1 only."""
+
+        def forward(self, graph):
+            poison = torch.where(graph.system == 1, float("nan"), 0.0).to(graph.positions.dtype)
+            extra = (graph.positions * poison[:, None]).sum(-1)
+            return super().forward(graph).index_add(0, graph.system, extra)
+
+    bad = simulate(NaNForSecond(r_switch=7.0), [cluster(30.0), cluster(30.0)], steps=3, timestep_fs=5.0,
+                   progress=False)
+    assert [(s.replica, s.reason) for s in bad.stopped] == [(1, "nan")] and bad.replicas == [0]
+
+
+def test_simulate_accepts_a_state_and_replicates_it() -> None:
+    state = MDState.from_atoms([cluster(30.0)])
+    result = simulate(model(), state, steps=3, timestep_fs=5.0, replicas=3, progress=False)
+    assert result.state.n_systems == 3 and len(result.final_atoms) == 3
+    np.testing.assert_allclose(result.final_atoms[0].positions, result.final_atoms[2].positions, atol=1e-12)
+    with pytest.raises(ValueError, match="init_velocities"):
+        simulate(model(), state, steps=1, init_velocities="random", progress=False)
+
+
+def test_mdstate_atoms_round_trip_and_select() -> None:
+    atoms = [cluster(30.0, seed=1), Atoms("Ar2", positions=[[0, 0, 0], [3.8, 0, 0]], cell=[9, 9, 9], pbc=True)]
+    state = MDState.from_atoms(atoms)
+    back = state.to_atoms()
+    for a, b in zip(atoms, back, strict=True):
+        np.testing.assert_allclose(a.positions, b.positions)
+        np.testing.assert_allclose(a.get_momenta(), b.get_momenta())
+        assert (a.pbc == b.pbc).all() and np.allclose(a.cell.array, b.cell.array)
+    picked = state.select([1, 0])
+    assert picked.atoms_per_system().tolist() == [2, 13] and picked.system.tolist() == [0, 0] + [1] * 13
+    torch.testing.assert_close(picked.positions[:2], state.positions[13:])
