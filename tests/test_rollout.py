@@ -125,7 +125,7 @@ def test_float32_follows_float64() -> None:
 def test_cuda_follows_cpu() -> None:
     state = thermalised([argon_cluster(), bulk("Ar", "fcc", a=5.26, cubic=True).repeat(2)], 40.0)
     ref = rollout(smooth_lj(), state, 20, make_integrator("svr", 10.0, 40.0), VerletNeighbors(8.5, 1.0))
-    out = rollout(smooth_lj().cuda(), state.to("cuda"), 20, make_integrator("svr", 10.0, 40.0, device="cuda"),
+    out = rollout(smooth_lj().cuda(), state.to("cuda"), 20, make_integrator("svr", 10.0, 40.0),  # CPU generator
                   VerletNeighbors(8.5, 1.0))
     assert out.state.positions.is_cuda
     assert torch.isfinite(out.state.positions).all()

@@ -38,6 +38,15 @@ def drift(state: MDState, dt: float) -> MDState:
                          energy=None)
 
 
+def _generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """The generator itself, or (first use on another device) a new one there with the same seed."""
+    if generator is None or generator.device.type == device.type:
+        return generator
+    moved = torch.Generator(device=device)
+    moved.manual_seed(generator.initial_seed())
+    return moved
+
+
 class VelocityVerlet:
     """The B A B core: one force evaluation per step."""
 
@@ -58,6 +67,7 @@ class LangevinO:
     def __call__(self, state: MDState, dt: float) -> MDState:
         c = math.exp(-self.friction * dt)
         kt = KB_EV_PER_K * self.temperature_K
+        self.generator = _generator_on(self.generator, state.device)
         noise = torch.randn(state.momenta.shape, generator=self.generator, dtype=state.dtype, device=state.device)
         sigma = torch.sqrt((1.0 - c * c) * kt * state.masses)[:, None]
         return state.replace(momenta=c * state.momenta + sigma * noise)
@@ -80,6 +90,7 @@ class BussiR:
         kin = kin0.clamp_min(torch.finfo(state.dtype).tiny)
         target = 0.5 * dof * KB_EV_PER_K * self.temperature_K
         c = math.exp(-dt / self.tau)
+        self.generator = _generator_on(self.generator, state.device)
         r1 = torch.randn(n_sys, generator=self.generator, dtype=state.dtype, device=state.device)
         # Sum of dof - 1 squared normals (a chi-squared draw), seeded through the same generator.
         max_dof = int(dof.max().item())
