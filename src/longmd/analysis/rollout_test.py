@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
@@ -33,7 +34,9 @@ class RolloutErrors:
         mepa: (L,) MEPA per step (per-species force MAEs combined by ``species_reduction``), eV/Å.
         per_species: (L, n_species) force-component MAE per step and species, eV/Å.
         position_deviation: (L,) mean |x_model - x_ref| per atom (minimum image), Å.
-        n_windows: rollouts run; failed: windows whose rollout produced non-finite forces.
+        n_windows: rollouts run; failed: rollouts that blew up (non-finite state or a force component above
+            1e4 eV/Å); their remaining steps score an error of 1e6 eV/Å per component, and the position
+            deviation averages over the rollouts still running. ``extra["failed_at_step"]``: when they failed.
     """
 
     species: list[int]
@@ -88,10 +91,12 @@ def rollout_errors(
     skin: float = 1.0,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    progress: str | None = None,
 ) -> RolloutErrors:
     """Run NVE rollouts of every window's length from its first frame and score them step by step.
 
-    All windows must have the same length and their trajectories the same timestep.
+    All windows must have the same length and their trajectories the same timestep. ``progress``: the
+    label of a tqdm bar over all steps of all batches (None = no bar).
     """
     if not windows:
         raise ValueError("rollout_errors: no windows to roll out")
@@ -105,35 +110,29 @@ def rollout_errors(
     species = sorted({int(z) for w in windows for z in trajectories[w.traj].numbers})
     abs_sum = np.zeros((length, len(species)))
     counts = np.zeros(len(species))
-    deviation = np.zeros(length)
-    n_atoms_total = 0
+    dev_sum, dev_count = np.zeros(length), np.zeros(length)
     failed = 0
+    failed_at: list[int] = []
+    n_batches = -(-len(windows) // batch_size)
+    bar = tqdm(total=n_batches * (length - 1), desc=progress, disable=progress is None, leave=False, unit="step")
     for first in range(0, len(windows), batch_size):
         chunk = windows[first : first + batch_size]
         state = state_from_frames(trajectories, [(w.traj, w.start) for w in chunk], device, dtype)
-        result = rollout(
-            model,
-            state,
-            length - 1,
-            make_integrator("nve", timestep),
-            VerletNeighbors(model.cutoff, skin),
-            gradient="none",
-        )
-        forces = torch.stack(result.forces).detach().cpu().double().numpy()  # (L, N, 3)
-        positions = torch.stack(result.positions).detach().cpu().double().numpy()
+        forces, positions, stops = _rollout_batch(model, state, length - 1, timestep, skin, bar)
         ref_f = np.concatenate([trajectories[w.traj].forces[w.start : w.stop] for w in chunk], axis=1)
         ref_x = np.concatenate([trajectories[w.traj].positions[w.start : w.stop] for w in chunk], axis=1)
         numbers = np.concatenate([trajectories[w.traj].numbers for w in chunk])
-        bad = ~np.isfinite(forces).all(axis=(0, 2))
-        if bad.any():
-            failed += len({int(s) for s in state.system.cpu().numpy()[bad]})
+        failed += len(stops)
+        failed_at.extend(stops.values())
         err = np.abs(np.nan_to_num(forces, nan=1e6, posinf=1e6, neginf=1e6) - ref_f).sum(-1)  # (L, N)
         for k, z in enumerate(species):
             mask = numbers == z
             abs_sum[:, k] += err[:, mask].sum(1)
             counts[k] += 3 * mask.sum()
-        deviation += _deviation(positions, ref_x, chunk, trajectories).sum(1)
-        n_atoms_total += len(numbers)
+        dev = _deviation(positions, ref_x, chunk, trajectories)
+        dev_sum += np.nansum(dev, axis=1)
+        dev_count += np.isfinite(dev).sum(1)
+    bar.close()
     per_species = abs_sum / np.maximum(counts, 1)
     present = counts > 0
     combined = per_species[:, present].sum(1)
@@ -145,11 +144,74 @@ def rollout_errors(
         species=species,
         mepa=combined,
         per_species=per_species,
-        position_deviation=deviation / n_atoms_total,
+        position_deviation=dev_sum / np.maximum(dev_count, 1),
         n_windows=len(windows),
         failed=failed,
         species_reduction=species_reduction,
+        extra={"failed_at_step": sorted(failed_at)},
     )
+
+
+def _rollout_batch(
+    model: nn.Module, state: MDState, n_steps: int, timestep_fs: float, skin: float, bar, max_force: float = 1e4
+) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """Forces and positions (n_steps + 1, N, 3) of a batch of NVE rollouts, and {system: step it failed}.
+
+    A system whose positions, forces or energy turn non-finite, or whose largest force component exceeds
+    ``max_force`` eV/Å, is dropped from the batch at that step (its later entries are NaN); the others go on
+    (systems are independent, so they follow the trajectory they would follow alone). A blow-up therefore
+    never reaches the neighbour search.
+    """
+    n_sys = state.n_systems
+    counts = state.atoms_per_system().cpu().numpy()
+    first_atom = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    forces = np.full((n_steps + 1, state.n_atoms, 3), np.nan)
+    positions = np.full_like(forces, np.nan)
+    alive = list(range(n_sys))
+    integrator = make_integrator("nve", timestep_fs)
+    neighbors = VerletNeighbors(model.cutoff, skin)
+    stops: dict[int, int] = {}
+    offset, resumed, bad = 0, False, []
+
+    def on_step(step: int, s: MDState) -> bool | None:
+        if step == 0 and resumed:
+            return None  # stored at the end of the previous segment
+        if step:
+            bar.update(1)
+        g = offset + step
+        f = s.forces.detach().cpu().double().numpy()
+        x = s.positions.detach().cpu().double().numpy()
+        e = s.energy.detach().cpu().double().numpy()
+        local = 0
+        for k, b in enumerate(alive):
+            n = int(counts[b])
+            fb, xb = f[local : local + n], x[local : local + n]
+            local += n
+            if not (np.isfinite(fb).all() and np.isfinite(xb).all() and np.isfinite(e[k])) or (
+                n and np.abs(fb).max() > max_force
+            ):
+                bad.append(k)
+                stops[b] = g
+                continue
+            forces[g, first_atom[b] : first_atom[b] + n] = fb
+            positions[g, first_atom[b] : first_atom[b] + n] = xb
+        return False if bad else None
+
+    while alive:
+        bad.clear()
+        result = rollout(model, state, n_steps - offset, integrator, neighbors, store=False, on_step=on_step)
+        offset += result.steps_done
+        resumed = True
+        if not bad:
+            break
+        keep = [k for k in range(len(alive)) if k not in bad]
+        alive = [alive[k] for k in keep]
+        if not alive or offset >= n_steps:
+            break
+        state = result.state.select(keep)
+        neighbors.reset()
+    bar.update(max(0, n_steps - offset))  # steps the failed rollouts no longer run
+    return forces, positions, stops
 
 
 def _deviation(model_x: np.ndarray, ref_x: np.ndarray, chunk: Sequence[Window], trajectories) -> np.ndarray:
