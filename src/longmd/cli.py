@@ -77,21 +77,49 @@ def cmd_simulate(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="rollout test, errors, stability, structure and speed of models")
-    p.add_argument("--data", action="append", required=True, help="reference trajectories (repeatable)")
+    p = sub.add_parser(
+        "evaluate", help="rollout test, errors, stability, structure, drift and speed of models (docs/evaluation.md)",
+        description="Evaluate longmd models and ASE calculators under one protocol; writes OUT/metrics.json, "
+        "OUT/report.md and PNG plots. Unset options take the defaults of longmd.evaluation.EvalOptions.",
+    )
+    p.add_argument("--data", action="append", required=True, help="reference trajectories (repeatable; example:NAME)")
     p.add_argument("--model", action="append", required=True,
                    help="longmd model file or ASE calculator spec 'ase:module:Class?key=value' (repeatable)")
     p.add_argument("--name", action="append", help="label of each --model, in order")
-    p.add_argument("--split", help="split.json of a training run: evaluate on its test trajectories")
+    p.add_argument("--split", help="split.json of a training run: evaluate on its test trajectories (else all data)")
     p.add_argument("--out", default="runs/evaluate")
-    p.add_argument("--steps", type=int, default=300, help="rollout-test length (steps)")
-    p.add_argument("--starts", type=int, default=None, help="rollout starts (default: one per test trajectory)")
-    p.add_argument("--long-steps", type=int, default=2000, help="steps of each long stability run (0 = skip)")
-    p.add_argument("--long-runs", type=int, default=2)
-    p.add_argument("--parts", default="rollout,frames,stability,jaccard,drift,speed",
-                   help="comma-separated parts to run")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--parts", default=None,
+                   help="comma-separated: rollout,frames,stability,jaccard,transport,drift,speed or all "
+                   "(default: all but transport)")
+    p.add_argument("--steps", type=int, help="rollout-test length in steps (default 300, capped by the data)")
+    p.add_argument("--starts", type=int, help="rollout starts (default: one per test trajectory)")
+    p.add_argument("--long-steps", type=int, help="steps of each long stability run (default 1000)")
+    p.add_argument("--long-runs", type=int, help="number of long stability runs (default 2)")
+    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], help="ensemble of the stability runs (nve)")
+    p.add_argument("--temperature-K", type=float, help="thermostat target (default: the reference's mean)")
+    p.add_argument("--record-every", type=int, help="steps between recorded frames of long runs (default 10)")
+    p.add_argument("--track", action="append", metavar="I,J[,THRESHOLD_A]",
+                   help="atom pair whose distance is followed; events = distance above the threshold (repeatable; "
+                   "default: automatic, e.g. H-H and the most elongating Pd-Pd pair)")
+    p.add_argument("--frames", type=int, help="held-out frames for single-frame errors (default 100, 0 = all)")
+    p.add_argument("--temperatures", help="transport: comma-separated temperatures, K")
+    p.add_argument("--msd-species", help="transport: diffusing species (symbol or Z)")
+    p.add_argument("--transport-steps", type=int, help="transport: steps per run (default 2000)")
+    p.add_argument("--drift-steps", type=int, help="NVE drift run when the stability runs are not NVE")
+    p.add_argument("--speed-steps", type=int, help="timed steps per model (default 50)")
+    p.add_argument("--speed-replicas", type=int, help="replicas simulated together in the speed test (default 1)")
+    p.add_argument("--batch-size", type=int, help="rollout starts run together (default 16)")
+    p.add_argument("--dtype", choices=["float64", "float32", "model"], help="precision of all runs (float64)")
+    p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
+    p.add_argument("--ase-cutoff", type=float, help="Verlet-list cutoff for ASE calculators, Å (default 5)")
+    p.add_argument("--paper-scale", action="store_true",
+                   help="the DT paper's protocol: 300-step rollouts, 5 x 100 ps stability runs (hours on a CPU)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="any EvalOptions field, value parsed as YAML, e.g. --option r_max=8 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="reuse finished parts of OUT/metrics.json (same protocol)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--device", help="cpu | cuda (default cpu)")
+    p.add_argument("--seed", type=int, help="seed of starts and thermostats (default 0)")
     p.set_defaults(func=cmd_evaluate)
 
 

@@ -1,0 +1,35 @@
+"""Rollout test (the DT paper's main benchmark): NVE from held-out frames with the reference timestep; at every
+step the model's forces on its own trajectory are compared with the reference forces of that step."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from longmd.analysis.rollout_test import rollout_errors
+from longmd.evaluation.context import Context, symbol
+
+
+def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
+    o = ctx.opts
+    windows = ctx.windows
+    errors = rollout_errors(
+        model, ctx.trajectories, windows, batch_size=o.batch_size, species_reduction=o.species_reduction,
+        skin=o.skin, device=ctx.device, dtype=ctx.dtype(model), progress=ctx.progress(f"rollout {name}"),
+    )
+    per_species = {symbol(z): errors.per_species[:, k] for k, z in enumerate(errors.species)}
+    return {
+        "steps": windows[0].length - 1,
+        "starts": [[ctx.trajectories[w.traj].name, w.start] for w in windows],
+        "mepa_mean": errors.mean_mepa,
+        "mepa_final": float(errors.mepa[-1]),
+        "mepa_per_species_mean": {s: float(v.mean()) for s, v in per_species.items()},
+        "position_deviation_final_A": float(errors.position_deviation[-1]),
+        "failed": errors.failed,
+        "failed_at_step": errors.extra.get("failed_at_step", []),
+        "species_reduction": errors.species_reduction,
+        "curves": {
+            "mepa": errors.mepa.tolist(),
+            "per_species": {s: v.tolist() for s, v in per_species.items()},
+            "position_deviation_A": errors.position_deviation.tolist(),
+        },
+    }

@@ -1,0 +1,83 @@
+"""Energy drift in NVE and speed of every model under the same protocol (same system, replicas, dtype)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from longmd.analysis.drift import ns_per_day, steps_per_second
+from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.rollout import rollout
+from longmd.dynamics.simulate import simulate
+from longmd.evaluation.context import Context
+from longmd.evaluation.parts.stability import _drift, read_runs
+
+
+def drift(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
+    """From the NVE stability runs when they ran, else from a dedicated NVE run of ``drift_steps``."""
+    stab = entry.get("stability")
+    if stab and stab.get("ensemble") == "nve" and stab["runs"][0].get("drift_meV_per_atom_per_ps") is not None:
+        runs = [r for r in stab["runs"] if r.get("drift_meV_per_atom_per_ps") is not None]
+        source = "stability runs"
+    else:
+        o = ctx.opts
+        out_dir = ctx.out / "runs" / ctx.slug(name) / "drift"
+        t, f = ctx.run_starts[0]
+        simulate(model, ctx.state([(t, f)], ctx.dtype(model)), o.drift_steps, timestep_fs=ctx.timestep_fs,
+                 out_dir=out_dir, log_every=o.record_every, traj_every=max(o.drift_steps, 1), device=o.device,
+                 dtype=ctx.dtype(model), skin=o.skin, init_velocities="given", min_distance=o.min_distance_A,
+                 max_temperature_K=ctx.max_temperature_K, progress=o.progress)
+        thermo = read_runs(out_dir, 1)[0]["thermo"]
+        runs = [{"time_fs": float(thermo[-1, 0]), **_drift(thermo, ctx.trajectories[t].n_atoms, "nve")}]
+        source = f"NVE run of {o.drift_steps} steps"
+    if not runs or runs[0].get("drift_meV_per_atom_per_ps") is None:
+        return {"source": source, "drift_meV_per_atom_per_ps": None}
+    drifts = [r["drift_meV_per_atom_per_ps"] for r in runs]
+    return {
+        "source": source,
+        "drift_meV_per_atom_per_ps": float(np.mean(drifts)),
+        "drift_abs_max_meV_per_atom_per_ps": float(np.max(np.abs(drifts))),
+        "max_energy_deviation_meV_per_atom": float(max(r["max_energy_deviation_meV_per_atom"] for r in runs)),
+        "per_run": drifts,
+        "duration_fs": [r["time_fs"] for r in runs],
+        "energy_curve": runs[0]["energy_curve"],
+    }
+
+
+def speed(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
+    """Steps/s and ns/day of plain NVE steps (Verlet lists, no checks, nothing stored) after a warm-up."""
+    o = ctx.opts
+    dtype = ctx.dtype(model)
+    state = ctx.state([ctx.run_starts[0]] * max(1, o.speed_replicas), dtype)
+    integrator = make_integrator("nve", ctx.timestep_fs)
+    neighbors = VerletNeighbors(model.cutoff, o.skin)
+    state = rollout(model, state, o.speed_warmup, integrator, neighbors, store=False).state
+    _sync(state.device)
+    start = time.perf_counter()
+    rollout(model, state, o.speed_steps, integrator, neighbors, store=False)
+    _sync(state.device)
+    wall = time.perf_counter() - start
+    sps = steps_per_second(o.speed_steps, wall)
+    return {
+        "steps": o.speed_steps,
+        "replicas": state.n_systems,
+        "atoms": state.n_atoms,
+        "timed_s": wall,
+        "steps_per_s": sps,
+        "ns_per_day": ns_per_day(sps, ctx.timestep_fs),  # of each replica
+        "ns_per_day_all_replicas": ns_per_day(sps, ctx.timestep_fs) * state.n_systems,
+        "atom_steps_per_s": sps * state.n_atoms,
+        "timestep_fs": ctx.timestep_fs,
+        "device": str(state.device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,178 @@
+"""Long-run stability and structure: M runs from held-out starts (``simulate``), stability time and reason,
+h(r) and RDFs of the final frames against the reference, tracked pair distances and event counts.
+
+The ensemble is NVE by default: each run continues a reference trajectory from its first frame with the
+reference momenta, so model and reference can be compared frame by frame at first and statistically later,
+and no thermostat hides heating (NVE runs also give the energy drift). ``ensemble: langevin | svr`` runs at
+the reference mean temperature instead.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from torch import nn
+
+from longmd.analysis.drift import energy_drift, max_energy_deviation
+from longmd.analysis.stability import count_events, tracked_distances
+from longmd.analysis.structure import distance_histogram, histogram_l1, histogram_mae, partial_rdfs, rdf, rdf_mae
+from longmd.dynamics.simulate import simulate
+from longmd.evaluation.context import Context, symbol
+
+MAX_POINTS = 1000  # stored points per curve in metrics.json
+
+
+def thin(values: np.ndarray, max_points: int = MAX_POINTS) -> list:
+    """Every k-th point so at most ``max_points`` remain (curves stored in metrics.json)."""
+    v = np.asarray(values)
+    step = max(1, -(-len(v) // max_points))
+    return v[::step].tolist()
+
+
+def read_runs(out_dir: Path, n_runs: int) -> list[dict[str, np.ndarray]]:
+    """Frames (times, positions) and thermo rows of every replica that ``simulate`` wrote to ``out_dir``."""
+    runs = [{"thermo": []} for _ in range(n_runs)]
+    for r in range(n_runs):
+        frames = ase.io.read(out_dir / f"traj_{r:03d}.traj", ":")
+        runs[r]["times_fs"] = np.array([a.info["time_fs"] for a in frames])
+        runs[r]["positions"] = np.stack([a.positions for a in frames])
+    with open(out_dir / "thermo.csv") as f:
+        for row in csv.DictReader(f):
+            values = [float(row[k]) for k in ("time_fs", "E_pot", "E_kin", "E_tot", "T")]
+            runs[int(row["system"])]["thermo"].append(values)
+    for run in runs:
+        run["thermo"] = np.asarray(run["thermo"]).reshape(-1, 5)
+    return runs
+
+
+def _final(frames: np.ndarray, fraction: float) -> np.ndarray:
+    return frames[len(frames) - max(1, int(round(fraction * len(frames)))) :]
+
+
+def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context) -> dict:
+    """h(r), g(r) and partial g_ab(r) averaged over (positions (T, N, 3), numbers, cell, pbc) sets, by frames."""
+    o = ctx.opts
+    weights = np.array([len(p) for p, *_ in sets], dtype=float)
+    weights /= weights.sum()
+    h = g = None
+    partial: dict[str, np.ndarray] = {}
+    for w, (pos, numbers, cell, pbc) in zip(weights, sets):
+        r, hk = distance_histogram(pos, cell, pbc, o.r_max, o.n_bins)
+        _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins)
+        _, parts = partial_rdfs(pos, numbers, cell, pbc, o.r_max, o.n_bins)
+        h = w * hk if h is None else h + w * hk
+        g = w * gk if g is None else g + w * gk
+        for (a, b), v in parts.items():
+            key = f"{symbol(a)}-{symbol(b)}"
+            partial[key] = partial.get(key, 0.0) + w * v
+    return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()}}
+
+
+def _tracked(ctx: Context, series: list[tuple[np.ndarray, np.ndarray]], cells, pbcs) -> list[dict]:
+    """Per tracked pair: distances of every series (times, positions), event counts and rates."""
+    out = []
+    for p in ctx.tracked:
+        per = []
+        for (times, pos), cell, pbc in zip(series, cells, pbcs):
+            d = tracked_distances(pos, [(p.i, p.j)], cell, pbc)[:, 0]
+            events = 0 if p.threshold_A is None else count_events(
+                d, p.threshold_A, ctx.opts.event_min_fs, times_fs=times)
+            per.append({"events": events, "duration_fs": float(times[-1] - times[0]), "mean_A": float(np.mean(d)),
+                        "max_A": float(np.max(d)), "final_A": float(d[-1]),
+                        "times_fs": thin(times - times[0]), "distance_A": thin(d)})
+        total_ps = sum(x["duration_fs"] for x in per) / 1000.0
+        out.append({"label": p.label, "i": p.i, "j": p.j, "threshold_A": p.threshold_A,
+                    "events": sum(x["events"] for x in per),
+                    "events_per_ps": sum(x["events"] for x in per) / total_ps if total_ps > 0 else None,
+                    "runs": per})
+    return out
+
+
+def reference(ctx: Context) -> dict:
+    """The reference's structure (final frames of the held-out trajectories) and tracked distances."""
+    held, dt = ctx.held, ctx.timestep_fs
+    sets = []
+    for t, frames in held.final_frames(ctx.opts.final_fraction):
+        tr = ctx.trajectories[t]
+        sets.append((tr.positions[frames], tr.numbers, tr.cell[frames[0]], tr.pbc))
+    series, cells, pbcs = [], [], []
+    for t in held.indices:
+        tr, block = ctx.trajectories[t], held.block(t)
+        series.append((block * dt, tr.positions[block]))
+        cells.append(tr.cell[block[0]])
+        pbcs.append(tr.pbc)
+    return {
+        "structure": _structure(sets, ctx),
+        "tracked": _tracked(ctx, series, cells, pbcs),
+        "temperature_mean_K": ctx.reference_temperature_K,
+        "trajectories": [ctx.trajectories[t].name for t in held.indices],
+    }
+
+
+def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
+    o = ctx.opts
+    starts = ctx.run_starts
+    out_dir = ctx.out / "runs" / ctx.slug(name) / "stability"
+    thermostat = o.ensemble != "nve"
+    result = simulate(
+        model, ctx.state(starts, ctx.dtype(model)), o.long_steps, timestep_fs=ctx.timestep_fs, ensemble=o.ensemble,
+        temperature_K=ctx.temperature_K if thermostat else None, out_dir=out_dir, log_every=o.record_every,
+        traj_every=o.record_every, seed=o.seed, device=o.device, dtype=ctx.dtype(model),
+        friction_per_fs=o.friction_per_fs, tau_fs=o.tau_fs, skin=o.skin, init_velocities="given",
+        min_distance=o.min_distance_A, max_temperature_K=ctx.max_temperature_K, progress=o.progress,
+    )
+    stops = {s.replica: s for s in result.stopped}
+    runs = read_runs(out_dir, len(starts))
+    per_run, sets, series, cells, pbcs = [], [], [], [], []
+    for r, ((t, f), run_) in enumerate(zip(starts, runs)):
+        tr = ctx.trajectories[t]
+        stop = stops.get(r)
+        per_run.append({
+            "start": [tr.name, f],
+            "stable": stop is None,
+            "time_fs": stop.time_fs if stop else o.long_steps * ctx.timestep_fs,
+            "reason": stop.reason if stop else "stable",
+            "message": stop.message if stop else "",
+            **_drift(run_["thermo"], tr.n_atoms, o.ensemble),
+        })
+        sets.append((_final(run_["positions"], o.final_fraction), tr.numbers, tr.cell[f], tr.pbc))
+        series.append((run_["times_fs"], run_["positions"]))
+        cells.append(tr.cell[f])
+        pbcs.append(tr.pbc)
+    structure = _structure(sets, ctx)
+    ref = ctx.reference["stability"]["structure"]
+    times = [x["time_fs"] for x in per_run]
+    return {
+        "ensemble": o.ensemble,
+        "temperature_K": ctx.temperature_K if thermostat else None,
+        "max_temperature_K": ctx.max_temperature_K,
+        "steps": o.long_steps,
+        "stable_runs": sum(x["stable"] for x in per_run),
+        "n_runs": len(per_run),
+        "stability_time_mean_fs": float(np.mean(times)),
+        "stability_time_min_fs": float(np.min(times)),
+        "hr_mae": histogram_mae(structure["h"], ref["h"]),
+        "hr_l1": histogram_l1(structure["h"], ref["h"], np.asarray(ref["r"])),
+        "rdf_mae": rdf_mae(structure["g"], ref["g"]),
+        "rdf_mae_partial": {k: rdf_mae(v, ref["partial"][k]) for k, v in structure["partial"].items()
+                            if k in ref["partial"]},
+        "runs": per_run,
+        "structure": structure,
+        "tracked": _tracked(ctx, series, cells, pbcs),
+        "files": str(out_dir.relative_to(ctx.out)),
+        "steps_per_s": result.steps_per_s,
+    }
+
+
+def _drift(thermo: np.ndarray, n_atoms: int, ensemble: str) -> dict:
+    """NVE energy drift and largest deviation of one run's thermo rows (time, E_pot, E_kin, E_tot, T)."""
+    out = {"temperature_mean_K": float(np.mean(thermo[:, 4])) if len(thermo) else None}
+    if ensemble == "nve" and len(thermo) >= 2:
+        out["drift_meV_per_atom_per_ps"] = energy_drift(thermo[:, 0], thermo[:, 3], n_atoms)
+        out["max_energy_deviation_meV_per_atom"] = max_energy_deviation(thermo[:, 3], n_atoms)
+        out["energy_curve"] = {"times_fs": thin(thermo[:, 0]),
+                               "dE_meV_per_atom": thin((thermo[:, 3] - thermo[0, 3]) * 1000.0 / n_atoms)}
+    return out
