@@ -6,6 +6,10 @@ read from that file) and the key, e.g. ``run.xyz: frame 12: key 'forces': contai
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import warnings
 from collections.abc import Sequence
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import ase.io
+import ase.io.formats
 import numpy as np
 from ase import Atoms
 
@@ -75,12 +80,29 @@ def read_trajectories(
     return out
 
 
+_OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+
+
+def _ase_read(path: Path, index: Any) -> Atoms | list[Atoms]:
+    """``ase.io.read``; compressed files are decompressed into memory first.
+
+    ASE seeks inside compressed streams frame by frame, which makes reading every frame of an .xz file
+    quadratic in its length (minutes for the embedded example, seconds this way).
+    """
+    opener = _OPENERS.get(path.suffix)
+    if opener is None:
+        return ase.io.read(path, index=index)
+    fmt = ase.io.formats.filetype(path.with_suffix(""), read=False)
+    with opener(path, "rt") as f:
+        return ase.io.read(io.StringIO(f.read()), index=index, format=fmt)
+
+
 def _read_file(path: Path, *, traj_id_key: str, index: Any, **keys: Any) -> list[Trajectory]:
     file = str(path)
     if not path.is_file():
         raise _err(file, None, None, "file not found")
     try:
-        frames = ase.io.read(path, index=index)
+        frames = _ase_read(path, index)
     except Exception as exc:  # ASE raises many kinds of errors for unreadable files
         raise _err(file, None, None, f"cannot read ({type(exc).__name__}: {exc})") from exc
     if isinstance(frames, Atoms):
