@@ -161,6 +161,7 @@ def _add_info(sub) -> None:
 
 def cmd_info(args) -> int:
     import numpy as np
+    from ase import Atoms
 
     from longmd.examples import resolve
     from longmd.io.read import read_trajectories
@@ -168,8 +169,7 @@ def cmd_info(args) -> int:
     trajectories = read_trajectories([resolve(p) for p in args.data])
     print(f"{len(trajectories)} trajectories, {sum(len(t) for t in trajectories)} frames")
     for tr in trajectories:
-        counts = dict(zip(*np.unique(tr.numbers, return_counts=True)))
-        formula = " ".join(f"Z{int(z)}x{int(n)}" for z, n in counts.items())
+        formula = Atoms(numbers=tr.numbers).get_chemical_formula()
         print(f"  {tr.name}: {len(tr)} frames x {tr.timestep_fs} fs, {tr.n_atoms} atoms ({formula}), "
               f"|F|max {np.abs(tr.forces).max():.2f} eV/Å")
     return 0
