@@ -7,6 +7,10 @@ import pytest
 import torch
 
 
+# Tests use tiny models, for which thread start-up costs more than it saves (up to 50x on a busy 2-core box).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same random state."""
