@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -54,11 +55,11 @@ def test_simulate_writes_log_trajectories_and_plot(tmp_path) -> None:
                       out_dir=tmp_path, log_every=5, traj_every=10, replicas=2, seed=1, progress=False)
     with open(tmp_path / "thermo.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["step", "time_fs", "system", "E_pot", "E_kin", "E_tot", "T"]
-    assert [(int(r["step"]), int(r["system"])) for r in rows] == [(s, b) for s in range(0, 21, 5) for b in (0, 1)]
+    assert list(rows[0]) == ["step", "time_fs", "replica", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K"]
+    assert [(int(r["step"]), int(r["replica"])) for r in rows] == [(s, b) for s in range(0, 21, 5) for b in (0, 1)]
     row = rows[-1]
     assert float(row["time_fs"]) == 100.0
-    assert abs(float(row["E_pot"]) + float(row["E_kin"]) - float(row["E_tot"])) < 1e-8
+    assert abs(float(row["E_pot_eV"]) + float(row["E_kin_eV"]) - float(row["E_tot_eV"])) < 1e-8
     for r in range(2):
         frames = ase.io.read(tmp_path / f"traj_{r:03d}.extxyz", index=":")
         assert [f.info["step"] for f in frames] == [0, 10, 20]
@@ -68,12 +69,15 @@ def test_simulate_writes_log_trajectories_and_plot(tmp_path) -> None:
         np.testing.assert_allclose(frames[-1].positions, result.final_atoms[r].positions, atol=1e-6)
     assert (tmp_path / "thermo.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == 20 and summary["stopped"] == []
+    assert summary["steps"] == 20 and summary["stopped"] == [] and summary["status"] == ["ok", "ok"]
+    names = {"thermo.csv", "thermo.png", "summary.json", *(f"traj_{r:03d}.{e}" for r in (0, 1) for e in ("extxyz", "traj"))}
+    assert set(result.files) == names and all(Path(p).is_file() for p in result.files.values())
     # Replicas drew different Maxwell-Boltzmann velocities (the structure had none) near 30 K.
     assert not np.allclose(result.final_atoms[0].positions, result.final_atoms[1].positions)
-    t0 = [float(r["T"]) for r in rows[:2]]
+    t0 = [float(r["T_K"]) for r in rows[:2]]
     assert all(10.0 < t < 60.0 for t in t0), t0
-    assert result.steps == 20 and result.steps_per_s > 0 and "2 of 2 replica(s)" in result.summary()
+    assert result.steps == 20 and result.steps_completed == [20, 20] and result.status == ["ok", "ok"]
+    assert result.steps_per_s > 0 and result.ns_per_day > 0 and "2 of 2 replica(s)" in result.summary()
 
 
 def test_collapsing_replica_stops_and_the_others_go_on(tmp_path) -> None:
@@ -90,8 +94,10 @@ def test_collapsing_replica_stops_and_the_others_go_on(tmp_path) -> None:
     np.testing.assert_allclose(saved.positions, result.final_atoms[1].positions, atol=1e-6)
     with open(tmp_path / "thermo.csv") as fh:
         rows = list(csv.DictReader(fh))
-    steps_of = {r: [int(x["step"]) for x in rows if int(x["system"]) == r] for r in range(3)}
+    steps_of = {r: [int(x["step"]) for x in rows if int(x["replica"]) == r] for r in range(3)}
     assert steps_of[1] == list(range(stop.step)) and steps_of[0] == steps_of[2] == list(range(41))
+    assert result.status == ["ok", "min_distance", "ok"] and result.steps_completed == [40, stop.step - 1, 40]
+    assert result.files["stopped_001.extxyz"] == str(tmp_path / "stopped_001.extxyz")
     # Survivors follow exactly the trajectories they have without the collapsing replica.
     alone = simulate(model(), good, out_dir=None, **kwargs)
     for kept, ref in zip([result.final_atoms[0], result.final_atoms[2]], alone.final_atoms, strict=True):

@@ -1,15 +1,18 @@
-"""Long MD runs of batched replicas: the shared :func:`~longmd.dynamics.rollout.rollout` plus what users
-need around it: Maxwell-Boltzmann start, Verlet lists with a skin, thermo log (CSV), trajectories (extxyz and
-ASE .traj), a plot of energies and temperature, a progress bar and per-replica blow-up detection.
+"""Long MD runs of batched replicas on the shared :func:`~longmd.dynamics.rollout.rollout`.
 
-A replica whose atoms come closer than ``min_distance``, whose temperature exceeds ``max_temperature_K`` or
-whose state turns non-finite is stopped with a message (reason, step); its last good frame is kept (and
-written). It is dropped from the batch and the others continue: every system is independent, so survivors
-follow exactly the trajectory they would have followed alone (NVE; thermostat noise draws differ).
+Around the rollout: Maxwell-Boltzmann start, Verlet lists with a skin, a thermo log (CSV), trajectories
+(extxyz and ASE .traj), a plot of energies and temperature, a progress bar and per-replica blow-up checks.
+
+After every step one vectorised pass on the device (one host transfer) checks every replica: a non-finite
+state, atoms closer than ``min_distance`` or a temperature above ``max_temperature_K`` stops that replica
+with a message; its last good frame (the previous step, held by reference) is kept and written. It leaves
+the batch and the others go on: systems are independent, so survivors follow exactly the trajectory they
+would have followed alone (NVE; thermostat draws differ). See ``docs/dynamics.md``.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -28,13 +31,16 @@ from tqdm.auto import tqdm
 
 from longmd.data.graph import edge_vectors
 from longmd.dynamics.integrators import make_integrator
-from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.neighbor_policy import Edges, VerletNeighbors
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
+from longmd.units import KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
-THERMO_COLUMNS = ("step", "time_fs", "system", "E_pot", "E_kin", "E_tot", "T")
+THERMO_COLUMNS = ("step", "time_fs", "replica", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K")
+REASONS = ("ok", "nan", "min_distance", "temperature")
+"""Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence)."""
 
 
 @dataclass
@@ -57,16 +63,20 @@ class SimulationResult:
     Attributes:
         state: final state of the surviving replicas; ``replicas`` their ids (system b of ``state`` is replica
             ``replicas[b]``). final_atoms: the last frame of every replica (last good one for stopped replicas).
-        stopped: replicas that blew up. steps: last step reached (all replicas stopped: earlier than asked).
-        wall_s, steps_per_s, ns_per_day: speed (all replicas).
-        neighbor_builds: Verlet-list builds. files: name -> path of what was written.
+        stopped: replicas that blew up. status: per replica, ``"ok"`` or the reason it stopped (:data:`REASONS`).
+        steps_completed: per replica, the steps run with every check passed. steps: last step reached (earlier
+            than ``steps_asked`` when every replica stopped). wall_s: time of the MD loop.
+        neighbor_builds: Verlet-list builds. files: file name -> path of everything written.
     """
 
     state: MDState
     replicas: list[int]
     final_atoms: list[Atoms]
     stopped: list[ReplicaStop]
+    status: list[str]
+    steps_completed: list[int]
     steps: int
+    steps_asked: int
     timestep_fs: float
     wall_s: float
     neighbor_builds: int
@@ -74,89 +84,201 @@ class SimulationResult:
 
     @property
     def steps_per_s(self) -> float:
+        """MD steps of the whole batch per second."""
         return self.steps / max(self.wall_s, 1e-12)
 
     @property
     def ns_per_day(self) -> float:
+        """Simulated time per day of wall time, per replica."""
         return self.steps_per_s * self.timestep_fs * 1e-6 * 86400.0
 
     def summary(self) -> str:
-        n = len(self.final_atoms)
+        """A few lines for people: speed, how many replicas ran to the end, why the others stopped."""
+        n = len(self.status)
         lines = [
-            f"{self.steps} steps x {n} replica(s) in {self.wall_s:.1f} s: {self.steps_per_s:.1f} steps/s, "
-            f"{self.ns_per_day:.3f} ns/day per replica, {self.neighbor_builds} neighbour-list builds",
-            f"{n - len(self.stopped)} of {n} replica(s) ran to the end",
+            f"{self.steps} of {self.steps_asked} steps x {n} replica(s) in {self.wall_s:.1f} s: "
+            f"{self.steps_per_s:.1f} steps/s, {self.ns_per_day:.3f} ns/day per replica "
+            f"({n * self.ns_per_day:.3f} in all), {self.neighbor_builds} neighbour-list builds",
+            f"{self.status.count('ok')} of {n} replica(s) ran to the end",
         ]
-        lines += [f"  {s.message}" for s in self.stopped]
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  {s.message}" for s in self.stopped])
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (what ``summary.json`` holds)."""
+        return {
+            "steps": self.steps, "steps_asked": self.steps_asked, "timestep_fs": self.timestep_fs,
+            "replicas": len(self.status), "status": self.status, "steps_completed": self.steps_completed,
+            "wall_s": self.wall_s, "steps_per_s": self.steps_per_s, "ns_per_day": self.ns_per_day,
+            "neighbor_builds": self.neighbor_builds, "files": self.files,
+            "stopped": [{"replica": s.replica, "step": s.step, "reason": s.reason, "message": s.message}
+                        for s in self.stopped],
+        }  # fmt: skip
 
 
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float64
+def default_max_temperature(temperature_K: float | None) -> float:
+    """Blow-up bound on the temperature: 10x the target, or 5000 K without one (NVE)."""
+    return 10.0 * temperature_K if temperature_K else 5000.0
+
+
+def seed_streams(seed: int) -> tuple[int, int]:
+    """Independent seeds (initial velocities, thermostat noise) spawned from ``numpy.random.SeedSequence(seed)``."""
+    velocities, noise = (int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+    return velocities, noise
+
+
+def _fits(t: Tensor, device: torch.device, dtype: torch.dtype) -> bool:
+    same_device = t.device.type == device.type and device.index in (None, t.device.index)
+    return same_device and (not t.is_floating_point() or t.dtype == dtype)
+
+
+def prepare_model(model: nn.Module, device: str, dtype: torch.dtype | None) -> tuple[nn.Module, torch.dtype]:
+    """The model on ``device`` in ``dtype`` (default: its own, else float64), and that dtype.
+
+    The caller's model is returned when it fits already, else a cast copy: it is never modified.
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    if dtype is None:
+        dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float64)
+    target = torch.device(device)
+    if all(_fits(t, target, dtype) for t in tensors):
+        return model, dtype
+    return copy.deepcopy(model).to(device=target, dtype=dtype), dtype
 
 
 def _initial_state(
     init: Atoms | Sequence[Atoms] | MDState, replicas: int, device: str, dtype: torch.dtype
 ) -> MDState:
+    """Batched state of every replica, without cached forces (they are always evaluated at the start)."""
     if isinstance(init, MDState):
-        state = init.to(device=device, dtype=dtype)
-        return state if replicas == 1 else state.select(
-            torch.arange(state.n_systems).repeat_interleave(replicas))
-    atoms_list = [init] if isinstance(init, Atoms) else list(init)
-    return MDState.from_atoms([a for a in atoms_list for _ in range(replicas)], device=device, dtype=dtype)
+        state = init.detach().to(device=device, dtype=dtype)
+        if replicas > 1:
+            state = state.select(torch.arange(state.n_systems).repeat_interleave(replicas))
+    else:
+        atoms_list = [init] if isinstance(init, Atoms) else list(init)
+        state = MDState.from_atoms([a for a in atoms_list for _ in range(replicas)], device=device, dtype=dtype)
+    return state.replace(forces=None, energy=None)
 
 
 def _per_system_any(flags: Tensor, system: Tensor, n_systems: int) -> Tensor:
-    return torch.zeros(n_systems, dtype=torch.long, device=flags.device).index_add(0, system, flags.long()) > 0
+    return torch.zeros(n_systems, dtype=torch.int32, device=flags.device).index_add(0, system, flags.int()) > 0
+
+
+def _finite_per_system(values: Tensor, system: Tensor, start: Tensor) -> Tensor:
+    """(B,) whether ``start`` (B,) plus every row of ``values`` (N, 3) of each system is finite.
+
+    One sum per system: a NaN or inf anywhere propagates to it (only an overflow beyond the dtype's largest
+    number, itself a blow-up, would also mark a system).
+    """
+    return torch.isfinite(start.index_add(0, system, values.sum(-1)))
+
+
+def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, seed: int) -> MDState:
+    """Draw Maxwell-Boltzmann momenta where ``mode`` asks for them (see :func:`simulate`)."""
+    if mode == "given":
+        return state
+    if temperature_K is None:
+        if mode == "maxwell-boltzmann":
+            raise ValueError("init_velocities='maxwell-boltzmann' needs temperature_K")
+        return state
+    at_rest = ~_per_system_any(state.momenta.abs().sum(-1) > 0, state.system, state.n_systems)
+    draw = torch.ones_like(at_rest) if mode == "maxwell-boltzmann" else at_rest
+    if not bool(draw.any()):
+        return state
+    generator = torch.Generator(device=state.device)
+    generator.manual_seed(seed)
+    p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, generator, n_systems=state.n_systems)
+    return state.replace(momenta=torch.where(draw[state.system][:, None], p, state.momenta))
+
+
+class FiniteNeighbors:
+    """A Verlet list that is never asked to search non-finite positions.
+
+    The atoms of a system with a NaN/inf coordinate are searched as a non-periodic line of far-apart atoms
+    (no pairs), so the search cannot fail and the other systems are untouched; the blow-up check then stops
+    that system.
+    """
+
+    def __init__(self, inner: VerletNeighbors) -> None:
+        self.inner = inner
+        self._spacing = 2.0 * (inner.cutoff + inner.skin) + 1.0
+
+    @property
+    def builds(self) -> int:
+        return self.inner.builds
+
+    @property
+    def current(self) -> Edges | None:
+        return self.inner.current
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+    def edges(self, step: int, state: MDState) -> Edges:
+        x = state.positions.detach()
+        if bool(torch.isfinite(x).all()):  # one scalar read, just before the Verlet list's own
+            return self.inner.edges(step, state)
+        finite = _finite_per_system(x, state.system, x.new_zeros(state.n_systems))
+        line = torch.arange(len(x), dtype=x.dtype, device=x.device)[:, None] * x.new_tensor([self._spacing, 0, 0])
+        safe = state.replace(positions=torch.where(finite[state.system][:, None], x, line),
+                             pbc=state.pbc & finite[:, None])
+        return self.inner.edges(step, safe)
 
 
 class MinDistance:
-    """(B,) shortest interatomic distance of each system within a neighbour list (inf where no pair).
+    """(B,) shortest pair distance of each system over the current neighbour list (inf: no pair).
 
-    The periodic offsets S·cell of a list are computed once per list (the cell is fixed between builds).
+    With ``reach`` (= threshold + skin of a Verlet list), pairs farther than ``reach`` at a list build are
+    dropped until the next build: no atom moves more than skin / 2 in between, so they cannot come closer
+    than the threshold. The result is then exact below the threshold and an upper bound above it, and a
+    step costs a scatter over the few close pairs instead of the whole list. Cached on the build counter.
     """
 
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._offsets: Tensor | None = None
+    def __init__(self, neighbors: FiniteNeighbors | VerletNeighbors, reach: float | None = None) -> None:
+        self.neighbors, self.reach = neighbors, reach
+        self._build = -1
+        self._pairs: tuple[Tensor, Tensor, Tensor] | None = None  # i, j, periodic offset S·cell
 
-    def __call__(self, state: MDState, edges: tuple[Tensor, Tensor] | None) -> Tensor:
+    def __call__(self, state: MDState) -> Tensor:
         out = torch.full((state.n_systems,), float("inf"), dtype=state.dtype, device=state.device)
-        if edges is None or edges[0].shape[1] == 0:
+        if self.neighbors.builds != self._build:
+            self._pairs = self._close_pairs(state)
+            self._build = self.neighbors.builds
+        if self._pairs is None:
             return out
-        edge_index, shifts = edges
-        key = (id(edge_index), id(shifts), edge_index.shape[1])
-        if key != self._key:
-            zero = torch.zeros_like(state.positions)
-            self._offsets = edge_vectors(zero, state.cell.detach(), state.system, edge_index, shifts)
-            self._key = key
+        i, j, offsets = self._pairs
         x = state.positions.detach()
-        d = (x[edge_index[1]] - x[edge_index[0]] + self._offsets).norm(dim=-1)
-        return out.scatter_reduce(0, state.system[edge_index[0]], d, reduce="amin")
+        d2 = (x.index_select(0, j) - x.index_select(0, i) + offsets).pow(2).sum(-1)
+        return out.scatter_reduce(0, state.system.index_select(0, i), d2.sqrt(), reduce="amin")
+
+    def _close_pairs(self, state: MDState) -> tuple[Tensor, Tensor, Tensor] | None:
+        edges = self.neighbors.current
+        if edges is None or edges[0].shape[1] == 0:
+            return None
+        edge_index, shifts = edges
+        offsets = edge_vectors(torch.zeros_like(state.positions), state.cell.detach(), state.system, edge_index,
+                               shifts)
+        i, j = edge_index
+        if self.reach is not None:
+            x = state.positions.detach()
+            keep = (x[j] - x[i] + offsets).norm(dim=-1) <= self.reach
+            i, j, offsets = i[keep], j[keep], offsets[keep]
+        return i, j, offsets
 
 
-def blow_ups(
-    state: MDState, temperature: Tensor, d_min: Tensor, min_distance: float, max_temperature_K: float
-) -> list[tuple[int, str, str]]:
-    """(system, reason, detail) for every system of ``state`` that has blown up (``d_min``: (B,) Å)."""
-    finite_atom = (
-        torch.isfinite(state.positions).all(-1)
-        & torch.isfinite(state.momenta).all(-1)
-        & torch.isfinite(state.forces).all(-1)
-    )
-    nonfinite = _per_system_any(~finite_atom, state.system, state.n_systems) | ~torch.isfinite(state.energy)
-    out = []
-    for b in range(state.n_systems):
-        if nonfinite[b]:
-            out.append((b, "nan", "non-finite positions, momenta, forces or energy"))
-        elif d_min[b] < min_distance:
-            out.append((b, "min_distance", f"atoms {float(d_min[b]):.3f} Å apart (< {min_distance} Å)"))
-        elif temperature[b] > max_temperature_K:
-            out.append((b, "temperature", f"T = {float(temperature[b]):.0f} K (> {max_temperature_K} K)"))
-    return out
+def check_replicas(
+    state: MDState, d_min: Tensor, dof: Tensor, min_distance: float, max_temperature_K: float
+) -> np.ndarray:
+    """(5, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T.
+
+    Code 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T too high.
+    The codes, not the values, decide; a lower code takes precedence.
+    """
+    e_kin = state.kinetic_energy()
+    temperature = 2.0 * e_kin / (dof * KB_EV_PER_K)
+    nonfinite = ~_finite_per_system(state.positions + state.momenta + state.forces, state.system, state.energy)
+    code = torch.where(nonfinite, 1.0, torch.where(d_min < min_distance, 2.0, 3.0 * (temperature > max_temperature_K)))
+    stats = torch.stack([code.to(e_kin.dtype), d_min, state.energy, e_kin, temperature])
+    return stats.detach().to("cpu", torch.float64).numpy()
 
 
 class _ThermoHistory:
@@ -202,6 +324,141 @@ class _ThermoHistory:
         fig.savefig(path, dpi=110)
 
 
+class _Outputs:
+    """The files of a run in ``out_dir`` (nothing when None): thermo CSV, per-replica extxyz/.traj, stops."""
+
+    def __init__(self, out_dir: str | Path | None, n_replicas: int) -> None:
+        self.dir = None if out_dir is None else Path(out_dir)
+        self.files: dict[str, str] = {}
+        self._stack = ExitStack()
+        self._csv = None
+        self._xyz: list = []
+        self._traj: list = []
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        enter = self._stack.enter_context
+        self._csv = csv.writer(enter(self.path("thermo.csv").open("w", newline="")))
+        self._csv.writerow(THERMO_COLUMNS)
+        self._xyz = [enter(self.path(f"traj_{r:03d}.extxyz").open("w")) for r in range(n_replicas)]
+        self._traj = [enter(ase.io.Trajectory(self.path(f"traj_{r:03d}.traj"), "w")) for r in range(n_replicas)]
+
+    def path(self, name: str) -> Path:
+        """Path of a file of the run (recorded in ``files``)."""
+        self.files[name] = str(self.dir / name)
+        return self.dir / name
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def thermo(self, step: int, time_fs: float, replicas: list[int], stats: np.ndarray) -> None:
+        """One CSV row per replica from the (5, B) stats of :func:`check_replicas`."""
+        if self._csv is None:
+            return
+        _, _, e_pot, e_kin, temperature = stats
+        self._csv.writerows(
+            [step, f"{time_fs:.6g}", r, f"{e_pot[b]:.10g}", f"{e_kin[b]:.10g}", f"{e_pot[b] + e_kin[b]:.10g}",
+             f"{temperature[b]:.10g}"]
+            for b, r in enumerate(replicas)
+        )
+
+    def frames(self, step: int, time_fs: float, replicas: list[int], state: MDState) -> None:
+        """Append the frame of every replica to its extxyz and .traj files."""
+        if self.dir is None:
+            return
+        for r, atoms in zip(replicas, state.to_atoms(), strict=True):
+            atoms.info.update(step=step, time_fs=time_fs, replica=r)
+            ase.io.write(self._xyz[r], atoms, format="extxyz")
+            self._traj[r].write(atoms)
+
+    def stopped(self, replica: int, frame: Atoms) -> str | None:
+        """Write the kept frame of a stopped replica; its path."""
+        if self.dir is None:
+            return None
+        path = self.path(f"stopped_{replica:03d}.extxyz")
+        ase.io.write(path, frame, format="extxyz")
+        return str(path)
+
+
+@dataclass
+class _Limits:
+    min_distance: float
+    max_temperature_K: float
+
+
+class _Monitor:
+    """``on_step`` of each rollout segment: checks every replica, logs, writes frames, keeps the last good state.
+
+    A failing step stops the segment (``failure`` = (step, state, stats)); no state is copied.
+    """
+
+    def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: _Outputs, history: _ThermoHistory,
+                 bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool) -> None:
+        self.min_distance, self.limits, self.outputs, self.history, self.bar = (
+            min_distance, limits, outputs, history, bar)
+        self.steps, self.timestep_fs, self.log_every, self.traj_every = steps, timestep_fs, log_every, traj_every
+        self.com_removed = com_removed
+
+    def start(self, offset: int, alive: list[int], state: MDState) -> None:
+        """A new segment from global step ``offset`` with the replicas ``alive`` (system b = alive[b])."""
+        self.offset, self.alive = offset, alive
+        self.dof = state.degrees_of_freedom(self.com_removed)
+        self.last_good: MDState | None = None
+        self.failure: tuple[int, MDState, np.ndarray] | None = None
+
+    def __call__(self, step: int, s: MDState) -> bool | None:
+        g = self.offset + step
+        stats = check_replicas(s, self.min_distance(s), self.dof, self.limits.min_distance,
+                               self.limits.max_temperature_K)
+        if stats[0].any():
+            self.failure = (g, s, stats)
+            return False
+        self.last_good = s
+        t_fs = g * self.timestep_fs
+        if g % self.log_every == 0 or g == self.steps:
+            self.outputs.thermo(g, t_fs, self.alive, stats)
+            _, _, e_pot, e_kin, temperature = stats
+            self.history.add(t_fs, self.alive, np.stack([e_pot, e_kin, e_pot + e_kin, temperature]))
+            self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(self.alive), refresh=False)
+        if g % self.traj_every == 0 or g == self.steps:
+            self.outputs.frames(g, t_fs, self.alive, s)
+        self.bar.update(g - self.bar.n)
+        return None
+
+
+def _stop_message(code: int, stats: np.ndarray, b: int, limits: _Limits) -> str:
+    if code == 1:
+        return "non-finite positions, momenta, forces or energy"
+    if code == 2:
+        return f"atoms {stats[1, b]:.3f} Å apart (< {limits.min_distance:g} Å)"
+    return f"T = {stats[4, b]:.0f} K (> {limits.max_temperature_K:g} K)"
+
+
+def _stop_replicas(monitor: _Monitor, outputs: _Outputs, limits: _Limits, progress: bool) -> list[ReplicaStop]:
+    """Stop the replicas that failed in ``monitor``'s segment, each with its last good frame."""
+    g, bad_state, stats = monitor.failure
+    bad = np.flatnonzero(stats[0]).tolist()
+    good = monitor.last_good
+    frames = (good if good is not None else bad_state).select(bad).to_atoms()
+    kept = f"step {g - 1}" if good is not None else ("the initial frame" if g == 0 else f"step {g}") + " (not good)"
+    stops = []
+    for b, frame in zip(bad, frames, strict=True):
+        r, code = monitor.alive[b], int(stats[0, b])
+        t_fs = g * monitor.timestep_fs
+        message = f"replica {r} stopped at step {g} (t = {t_fs:g} fs): {_stop_message(code, stats, b, limits)}; "
+        message += f"kept {kept}"
+        path = outputs.stopped(r, frame)
+        message += f" -> {path}" if path else ""
+        logger.warning(message)
+        if progress:
+            tqdm.write(message)
+        stops.append(ReplicaStop(r, g, t_fs, REASONS[code], message, frame, path))
+    return stops
+
+
 def simulate(
     model: nn.Module,
     init: Atoms | Sequence[Atoms] | MDState,
@@ -221,162 +478,88 @@ def simulate(
     skin: float = 1.0,
     init_velocities: str = "auto",
     min_distance: float = 0.5,
-    max_temperature_K: float = 1.0e4,
+    max_temperature_K: float | None = None,
     progress: bool = True,
 ) -> SimulationResult:
     """Run ``steps`` MD steps of ``model`` for every structure (x ``replicas``), batched.
 
     Args:
-        init: structure(s) (momenta from the Atoms) or an :class:`MDState`. Replica ids run structure-major:
-            replica ``k * replicas + r`` is copy r of structure k.
-        ensemble: ``"nve"``, ``"langevin"`` (OBABO, ``friction_per_fs``) or ``"svr"`` (Bussi, ``tau_fs``).
-        temperature_K: thermostat target; also the temperature of drawn initial velocities.
+        init: structure(s) (momenta from the Atoms) or an :class:`MDState` (cached forces are ignored: forces
+            are evaluated at the initial positions). Replica ``k * replicas + r`` is copy r of structure k.
+        timestep_fs: fs. ensemble: ``"nve"``, ``"langevin"`` (OBABO, ``friction_per_fs`` in 1/fs) or ``"svr"``
+            (Bussi, relaxation time ``tau_fs`` in fs). temperature_K: thermostat target, K; also the temperature
+            of drawn initial velocities.
         init_velocities: ``"auto"`` draws Maxwell-Boltzmann momenta (zero total momentum) for systems that have
             none when ``temperature_K`` is given; ``"maxwell-boltzmann"`` always draws; ``"given"`` never.
-        out_dir: where ``thermo.csv``, ``thermo.png``, ``traj_XXX.extxyz`` / ``.traj`` (every ``traj_every``
-            steps), ``stopped_XXX.extxyz`` (last good frame of a stopped replica) and ``summary.json`` go;
-            None writes nothing.
-        device, dtype: where and in which precision to run (dtype default: the model's). The model is moved.
-        skin: Verlet-list skin, Å. min_distance, max_temperature_K: blow-up thresholds (Å, K).
+        out_dir: where ``thermo.csv`` (every ``log_every`` steps), ``traj_XXX.extxyz`` / ``.traj`` (every
+            ``traj_every`` steps), ``stopped_XXX.extxyz`` (last good frame of a stopped replica),
+            ``thermo.png`` and ``summary.json`` go; None writes nothing.
+        seed: initial velocities and thermostat noise use independent streams spawned from it.
+        device, dtype: where and in which precision to run (dtype default: the model's). The caller's model is
+            not modified; a cast copy is used when it must change.
+        skin: Verlet-list skin, Å. min_distance (Å), max_temperature_K (K; default 10x ``temperature_K``, or
+            5000 K without one): blow-up thresholds.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if replicas < 1:
-        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    if steps < 0 or replicas < 1 or log_every < 1 or traj_every < 1:
+        raise ValueError(f"need steps >= 0 and replicas, log_every, traj_every >= 1; got {steps}, {replicas}, "
+                         f"{log_every}, {traj_every}")
     if init_velocities not in ("auto", "maxwell-boltzmann", "given"):
         raise ValueError(f"init_velocities must be auto | maxwell-boltzmann | given, got {init_velocities!r}")
-    dtype = dtype or _model_dtype(model)
-    model = model.to(device)
-    state = _initial_state(init, replicas, device, dtype)
-    integrator = make_integrator(ensemble, timestep_fs, temperature_K, friction_per_fs, tau_fs, seed=seed + 1,
+    model, dtype = prepare_model(model, device, dtype)
+    velocity_seed, noise_seed = seed_streams(seed)
+    integrator = make_integrator(ensemble, timestep_fs, temperature_K, friction_per_fs, tau_fs, seed=noise_seed,
                                  device=device)
-    state = _initial_momenta(state, init_velocities, temperature_K, seed, device)
-    neighbors = VerletNeighbors(model.cutoff, skin)
-    min_distance_of = MinDistance()
-    com_removed = integrator.com_removed
+    state = _initial_state(init, replicas, device, dtype)
+    state = _initial_momenta(state, init_velocities, temperature_K, velocity_seed)
+    if max_temperature_K is None:
+        max_temperature_K = default_max_temperature(temperature_K)
+    limits = _Limits(min_distance, max_temperature_K)
+    neighbors = FiniteNeighbors(VerletNeighbors(model.cutoff, skin))
     n_total = state.n_systems
-    alive = list(range(n_total))
-    final_atoms: list[Atoms | None] = [None] * n_total
-    stopped: list[ReplicaStop] = []
+    alive, offset, stopped = list(range(n_total)), 0, []
     history = _ThermoHistory(n_total)
-    out = Path(out_dir) if out_dir is not None else None
-    files: dict[str, str] = {}
 
-    with ExitStack() as stack:
-        thermo_writer = xyz_files = traj_files = None
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            files["thermo"] = str(out / "thermo.csv")
-            fh = stack.enter_context(open(files["thermo"], "w", newline=""))
-            thermo_writer = csv.writer(fh)
-            thermo_writer.writerow(THERMO_COLUMNS)
-            xyz_files = [stack.enter_context(open(out / f"traj_{r:03d}.extxyz", "w")) for r in range(n_total)]
-            traj_files = [stack.enter_context(ase.io.Trajectory(out / f"traj_{r:03d}.traj", "w"))
-                          for r in range(n_total)]
-            files["trajectories"] = str(out / "traj_*.extxyz, traj_*.traj")
-        bar = stack.enter_context(tqdm(total=steps, disable=not progress, unit="step", desc="MD"))
-        last_good: MDState | None = None
-        failure: tuple[int, list] | None = None  # (global step, blow-ups) that stopped the current rollout
-        done = -1  # last global step that was checked, logged and written
-        offset = 0
+    with _Outputs(out_dir, n_total) as outputs, tqdm(total=steps, disable=not progress, unit="step",
+                                                     desc="MD") as bar:
+        min_distance_of = MinDistance(neighbors, reach=min_distance + skin)
+        monitor = _Monitor(min_distance_of, limits, outputs, history, bar, steps, timestep_fs, log_every, traj_every,
+                           integrator.com_removed)
         t0 = time.perf_counter()
-
-        def on_step(step: int, s: MDState) -> bool | None:
-            nonlocal last_good, done, failure
-            g = offset + step
-            temperature = s.temperature(com_removed)
-            d_min = min_distance_of(s, neighbors.current)
-            bad = blow_ups(s, temperature, d_min, min_distance, max_temperature_K)
-            if bad:
-                failure = (g, bad)
-                return False
-            last_good = s.clone()
-            if g <= done:
-                return None
-            done = g
-            if g % log_every == 0 or g == steps:
-                e_pot, e_kin = s.energy.detach(), s.kinetic_energy().detach()
-                values = torch.stack([e_pot, e_kin, e_pot + e_kin, temperature]).double().cpu().numpy()
-                history.add(g * timestep_fs, alive, values)
-                if thermo_writer is not None:
-                    for b, r in enumerate(alive):
-                        thermo_writer.writerow([g, f"{g * timestep_fs:.6g}", r, *(f"{x:.10g}" for x in values[:, b])])
-                bar.set_postfix(T=f"{float(temperature.mean()):.0f} K", alive=len(alive), refresh=False)
-            if xyz_files is not None and (g % traj_every == 0 or g == steps):
-                for r, atoms in zip(alive, s.to_atoms(), strict=True):
-                    atoms.info.update(step=g, time_fs=g * timestep_fs, replica=r)
-                    ase.io.write(xyz_files[r], atoms, format="extxyz")
-                    traj_files[r].write(atoms)
-            if step > 0:
-                bar.update(1)
-            return None
-
         while alive:
-            failure = None
-            result = rollout(model, state, steps - offset, integrator, neighbors, store=False, on_step=on_step)
-            if failure is None:
-                state, offset = result.state, steps
+            monitor.start(offset, alive, state)
+            segment = rollout(model, state, steps - offset, integrator, neighbors, store=False, on_step=monitor)
+            if monitor.failure is None:
+                state, offset = segment.state, steps
                 break
-            g, bad = failure
-            good_frames = last_good.to_atoms() if last_good is not None and g > offset else None
-            for b, reason, detail in bad:
-                r = alive[b]
-                frame = good_frames[b] if good_frames is not None else result.state.to_atoms()[b]
-                kept = f"step {g - 1}" if good_frames is not None else "the initial frame (not good)"
-                message = f"replica {r} stopped at step {g} (t = {g * timestep_fs:g} fs): {detail}; kept {kept}"
-                path = None
-                if out is not None:
-                    path = str(out / f"stopped_{r:03d}.extxyz")
-                    ase.io.write(path, frame, format="extxyz")
-                    message += f" -> {path}"
-                logger.warning(message)
-                if progress:
-                    tqdm.write(message)
-                stopped.append(ReplicaStop(r, g, g * timestep_fs, reason, message, frame, path))
-                final_atoms[r] = frame
-            keep = [b for b in range(len(alive)) if b not in {x[0] for x in bad}]
+            stopped += _stop_replicas(monitor, outputs, limits, progress)
+            offset, failed_state, stats = monitor.failure
+            keep = np.flatnonzero(stats[0] == 0).tolist()
             alive = [alive[b] for b in keep]
-            state = result.state.select(keep).detach()
-            done = g - 1  # survivors' step g is logged when the next rollout starts
+            state = failed_state.select(keep).replace(forces=None, energy=None)
             neighbors.reset()
-            offset = g
-            last_good = None
         wall = time.perf_counter() - t0
 
+    return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall, neighbors.builds, outputs,
+                   history)
+
+
+def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_total: int, offset: int, steps: int,
+            timestep_fs: float, wall: float, builds: int, outputs: _Outputs,
+            history: _ThermoHistory) -> SimulationResult:
+    """The result of a run; plot and ``summary.json`` written when there is an output directory."""
+    final_atoms: list[Atoms | None] = [None] * n_total
+    status, completed = ["ok"] * n_total, [offset] * n_total
     for r, atoms in zip(alive, state.to_atoms(), strict=True):
         final_atoms[r] = atoms
+    for s in stopped:
+        final_atoms[s.replica], status[s.replica], completed[s.replica] = s.frame, s.reason, max(s.step - 1, 0)
     result = SimulationResult(
-        state=state, replicas=alive, final_atoms=final_atoms, stopped=stopped, steps=offset,
-        timestep_fs=timestep_fs, wall_s=wall, neighbor_builds=neighbors.builds, files=files,
+        state=state, replicas=alive, final_atoms=final_atoms, stopped=stopped, status=status,
+        steps_completed=completed, steps=offset, steps_asked=steps, timestep_fs=timestep_fs, wall_s=wall,
+        neighbor_builds=builds, files=outputs.files,
     )
-    if out is not None:
-        files["plot"] = str(out / "thermo.png")
-        history.plot(out / "thermo.png")
-        files["summary"] = str(out / "summary.json")
-        summary = {
-            "steps": offset, "steps_asked": steps, "timestep_fs": timestep_fs, "ensemble": ensemble,
-            "temperature_K": temperature_K, "replicas": n_total, "wall_s": wall, "steps_per_s": result.steps_per_s,
-            "ns_per_day": result.ns_per_day, "neighbor_builds": neighbors.builds,
-            "stopped": [{"replica": s.replica, "step": s.step, "reason": s.reason, "message": s.message}
-                        for s in stopped],
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if outputs.dir is not None:
+        history.plot(outputs.path("thermo.png"))
+        summary = outputs.path("summary.json")
+        summary.write_text(json.dumps(result.to_dict(), indent=2))
     return result
-
-
-def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, seed: int, device: str) -> MDState:
-    """Draw Maxwell-Boltzmann momenta where ``mode`` asks for them (see :func:`simulate`)."""
-    if mode == "given":
-        return state
-    if temperature_K is None:
-        if mode == "maxwell-boltzmann":
-            raise ValueError("init_velocities='maxwell-boltzmann' needs temperature_K")
-        return state
-    at_rest = ~_per_system_any(state.momenta.abs().sum(-1) > 0, state.system, state.n_systems)
-    draw = torch.ones_like(at_rest) if mode == "maxwell-boltzmann" else at_rest
-    if not bool(draw.any()):
-        return state
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(seed))
-    p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, generator, n_systems=state.n_systems)
-    return state.replace(momenta=torch.where(draw[state.system][:, None], p, state.momenta))
