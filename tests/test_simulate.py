@@ -13,8 +13,13 @@ import torch
 from ase import Atoms
 from ase.cluster import Icosahedron
 
-from longmd.dynamics.simulate import simulate
+from longmd.cli import main
+from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.rollout import compute_forces
+from longmd.dynamics.simulate import FiniteNeighbors, MinDistance, seed_streams, simulate
 from longmd.dynamics.state import MDState
+from longmd.models.egnn import EGNN
+from longmd.models.io import save_model
 from longmd.models.lj import LennardJones
 
 
@@ -70,7 +75,8 @@ def test_simulate_writes_log_trajectories_and_plot(tmp_path) -> None:
     assert (tmp_path / "thermo.png").stat().st_size > 1000
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["steps"] == 20 and summary["stopped"] == [] and summary["status"] == ["ok", "ok"]
-    names = {"thermo.csv", "thermo.png", "summary.json", *(f"traj_{r:03d}.{e}" for r in (0, 1) for e in ("extxyz", "traj"))}
+    trajectories = [f"traj_{r:03d}.{ext}" for r in (0, 1) for ext in ("extxyz", "traj")]
+    names = {"thermo.csv", "thermo.png", "summary.json", *trajectories}
     assert set(result.files) == names and all(Path(p).is_file() for p in result.files.values())
     # Replicas drew different Maxwell-Boltzmann velocities (the structure had none) near 30 K.
     assert not np.allclose(result.final_atoms[0].positions, result.final_atoms[1].positions)
@@ -144,3 +150,89 @@ def test_mdstate_atoms_round_trip_and_select() -> None:
     picked = state.select([1, 0])
     assert picked.atoms_per_system().tolist() == [2, 13] and picked.system.tolist() == [0, 0] + [1] * 13
     torch.testing.assert_close(picked.positions[:2], state.positions[13:])
+
+
+def test_default_temperature_bound_is_ten_times_the_target() -> None:
+    """The collapsing cluster starts at ~650 K: below 5000 K (NVE, no target), above 10 x 30 K (Langevin)."""
+    nve = simulate(model(), collapsing(), steps=1, timestep_fs=1.0, init_velocities="given", min_distance=0.1,
+                   progress=False)
+    hot = simulate(model(), collapsing(), steps=1, timestep_fs=1.0, ensemble="langevin", temperature_K=30.0,
+                   init_velocities="given", progress=False)
+    assert nve.status == ["ok"]
+    assert hot.status == ["temperature"] and "> 300 K" in hot.stopped[0].message and hot.steps_completed == [0]
+
+
+def test_nonfinite_positions_stop_their_replica_only() -> None:
+    broken = cluster(30.0)
+    broken.positions[3] = [np.nan, 0.0, np.inf]
+    result = simulate(model(), [cluster(30.0, seed=1), broken, cluster(30.0, seed=2)], steps=4, timestep_fs=5.0,
+                      init_velocities="given", progress=False)
+    assert [(s.replica, s.reason, s.step) for s in result.stopped] == [(1, "nan", 0)]
+    assert result.replicas == [0, 2] and result.steps == 4 and result.status == ["ok", "nan", "ok"]
+    # The guarded Verlet list searches a broken system as far-apart atoms: no pairs, the others untouched.
+    state = MDState.from_atoms([cluster(), broken])
+    guarded = FiniteNeighbors(VerletNeighbors(8.5, 1.0))
+    edge_index, _ = guarded.edges(0, state)
+    assert edge_index.shape[1] == 13 * 12 and int(edge_index.max()) < 13
+
+
+def test_min_distance_is_exact_below_the_threshold() -> None:
+    state = MDState.from_atoms([cluster(30.0), Atoms("Ar2", positions=[[0, 0, 0], [2.0, 0, 0]], cell=[9, 9, 9],
+                                                          pbc=True)])
+    neighbors = VerletNeighbors(8.5, 1.0)
+    compute_forces(model(), state, neighbors, 0)
+    exact = MinDistance(neighbors)(state)
+    brute = cluster(30.0).get_all_distances()[np.triu_indices(13, 1)].min()
+    assert float(exact[0]) == pytest.approx(brute) and float(exact[1]) == pytest.approx(2.0)
+    close = MinDistance(neighbors, reach=2.5)(state)  # only pairs within 2.5 Å at the build are followed
+    assert float(close[0]) == float("inf") and float(close[1]) == pytest.approx(2.0)
+
+
+def test_stale_cached_forces_are_not_used() -> None:
+    state = MDState.from_atoms([cluster(30.0)])
+    fresh = simulate(model(), state, steps=3, timestep_fs=5.0, progress=False)
+    stale = state.replace(forces=torch.full_like(state.positions, 5.0), energy=torch.zeros(1, dtype=torch.float64))
+    again = simulate(model(), stale, steps=3, timestep_fs=5.0, progress=False)
+    np.testing.assert_array_equal(again.final_atoms[0].positions, fresh.final_atoms[0].positions)
+
+
+def test_dtype_casts_a_copy_and_leaves_the_callers_model_alone() -> None:
+    egnn = EGNN([18], hidden=8, n_rff=8, n_layers=1, cutoff=5.0).to(torch.float32)
+    before = {k: v.clone() for k, v in egnn.state_dict().items()}
+    result = simulate(egnn, cluster(30.0), steps=2, timestep_fs=2.0, dtype=torch.float64, progress=False)
+    assert result.state.dtype == torch.float64 and result.status == ["ok"]
+    after = egnn.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    lj = model()
+    assert simulate(lj, cluster(30.0), steps=1, dtype=torch.float32, progress=False).state.dtype == torch.float32
+    assert lj.epsilon.dtype == torch.float64
+
+
+def test_seed_streams_are_independent() -> None:
+    seeds = [s for k in range(20) for s in seed_streams(k)]
+    assert len(set(seeds)) == 40 and seed_streams(3) == seed_streams(3)
+    runs = [simulate(model(), cluster(), steps=2, timestep_fs=5.0, ensemble="svr", temperature_K=30.0, seed=k,
+                     progress=False).final_atoms[0].get_momenta() for k in (0, 0, 1)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], runs[2])
+
+
+def test_cli_simulate_end_to_end(tmp_path, capsys) -> None:
+    save_model(model(), tmp_path / "lj.pt")
+    ase.io.write(tmp_path / "init.extxyz", cluster())
+    out = tmp_path / "md"
+    code = main(["simulate", str(tmp_path / "lj.pt"), str(tmp_path / "init.extxyz"), "--steps", "6",
+                 "--timestep-fs", "5", "--ensemble", "langevin", "--temperature-K", "30", "--replicas", "2",
+                 "--log-every", "2", "--traj-every", "3", "--dtype", "float32", "--out", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "2 of 2 replica(s) ran to the end" in printed and f"results in {out}" in printed
+    with open(out / "thermo.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["step"]), int(r["replica"])) for r in rows] == [(s, b) for s in (0, 2, 4, 6) for b in (0, 1)]
+    for r in range(2):
+        assert [f.info["step"] for f in ase.io.read(out / f"traj_{r:03d}.extxyz", ":")] == [0, 3, 6]
+        assert len(ase.io.read(out / f"traj_{r:03d}.traj", ":")) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == ["ok", "ok"] and summary["steps"] == 6 and (out / "thermo.png").is_file()
+    assert main(["simulate", str(tmp_path / "missing.pt"), str(tmp_path / "init.extxyz")]) == 2

@@ -37,41 +37,54 @@ def cmd_train(args) -> int:
 
 
 def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="run MD with a trained model")
+    p = sub.add_parser("simulate", help="run MD with a trained model (docs/dynamics.md)",
+                       description="Batched MD of R replicas of a structure; writes OUT/thermo.csv, "
+                       "traj_XXX.extxyz/.traj, thermo.png and summary.json (docs/dynamics.md).")
     p.add_argument("model", help="saved longmd model (.pt)")
-    p.add_argument("init", help="initial structure(s): any ase.io file (last frame used) or example:NAME")
+    p.add_argument("init", help="initial structure: any ase.io file (last frame used) or example:NAME")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep-fs", type=float, default=0.5)
     p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve")
     p.add_argument("--temperature-K", type=float, default=None,
                    help="thermostat target; also draws Maxwell-Boltzmann velocities when the structure has none")
-    p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction")
-    p.add_argument("--tau-fs", type=float, default=100.0, help="SVR relaxation time")
-    p.add_argument("--replicas", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--traj-every", type=int, default=10)
+    p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction, 1/fs")
+    p.add_argument("--tau-fs", type=float, default=100.0, help="SVR relaxation time, fs")
+    p.add_argument("--replicas", type=int, default=1, help="copies of the structure run together")
+    p.add_argument("--log-every", type=int, default=10, help="steps between thermo rows")
+    p.add_argument("--traj-every", type=int, default=10, help="steps between trajectory frames")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="precision (default: the model's)")
+    p.add_argument("--skin", type=float, default=1.0, help="Verlet-list skin, Å")
+    p.add_argument("--min-distance", type=float, default=0.5, help="blow-up: atoms closer than this, Å")
+    p.add_argument("--max-temperature-K", type=float, default=None,
+                   help="blow-up: temperature above this (default 10x --temperature-K, or 5000 K)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/simulate")
     p.set_defaults(func=cmd_simulate)
 
 
 def cmd_simulate(args) -> int:
     import ase.io
+    import torch
 
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
     from longmd.models.io import load_model
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
     model = load_model(args.model, device=args.device)
     atoms = ase.io.read(resolve(args.init), index=-1)
     result = simulate(
-        model, [atoms] * args.replicas, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
+        model, atoms, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
         temperature_K=args.temperature_K, friction_per_fs=args.friction_per_fs, tau_fs=args.tau_fs,
-        out_dir=args.out, log_every=args.log_every, traj_every=args.traj_every, seed=args.seed,
-        device=args.device,
+        replicas=args.replicas, out_dir=args.out, log_every=args.log_every, traj_every=args.traj_every,
+        seed=args.seed, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None,
+        skin=args.skin, min_distance=args.min_distance, max_temperature_K=args.max_temperature_K,
+        progress=not args.no_progress,
     )
-    print(result.summary() if hasattr(result, "summary") else result)
+    print(result.summary())
     print(f"results in {args.out}/")
     return 0
 
