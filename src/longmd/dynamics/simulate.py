@@ -270,8 +270,8 @@ def check_replicas(
 ) -> np.ndarray:
     """(5, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T.
 
-    Code 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T too high.
-    The codes, not the values, decide; a lower code takes precedence.
+    Code 0: good; 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T above
+    ``max_temperature_K``. A lower code takes precedence.
     """
     e_kin = state.kinetic_energy()
     temperature = 2.0 * e_kin / (dof * KB_EV_PER_K)
@@ -443,7 +443,8 @@ def _stop_replicas(monitor: _Monitor, outputs: _Outputs, limits: _Limits, progre
     bad = np.flatnonzero(stats[0]).tolist()
     good = monitor.last_good
     frames = (good if good is not None else bad_state).select(bad).to_atoms()
-    kept = f"step {g - 1}" if good is not None else ("the initial frame" if g == 0 else f"step {g}") + " (not good)"
+    first = "the initial frame" if g == 0 else f"step {g}"
+    kept = f"step {g - 1}" if good is not None else f"{first} (not good)"  # the segment's first frame failed
     stops = []
     for b, frame in zip(bad, frames, strict=True):
         r, code = monitor.alive[b], int(stats[0, b])
