@@ -132,6 +132,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--resume", action="store_true", help="reuse finished parts of OUT/metrics.json (same protocol)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--device", help="cpu | cuda (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits small systems)")
     p.add_argument("--seed", type=int, help="seed of starts and thermostats (default 0)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -67,7 +67,7 @@ def options_from_args(args: Any, timestep_fs: float | None = None) -> EvalOption
         "ensemble": "ensemble", "temperature_K": "temperature_K", "record_every": "record_every",
         "frames_max": "frames", "dtype": "dtype", "device": "device", "seed": "seed", "batch_size": "batch_size",
         "transport_species": "msd_species", "transport_steps": "transport_steps", "speed_steps": "speed_steps",
-        "speed_replicas": "speed_replicas", "drift_steps": "drift_steps",
+        "speed_replicas": "speed_replicas", "drift_steps": "drift_steps", "threads": "threads",
     }
     for key, attr in flags.items():
         value = getattr(args, attr, None)
@@ -136,7 +136,8 @@ def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | P
     trajectories = read_trajectories([resolve(p) for p in d.paths], energy_key=d.energy_key, forces_key=d.forces_key,
                                      traj_id_key=d.traj_id_key, timestep_fs=d.timestep_fs)
     device = cfg.training.device if cfg.training.device not in (None, "auto") else "cpu"
-    options = options or EvalOptions(device=device)
+    # One torch thread: a 57-atom system gains nothing from intra-op threads, and they stall on shared cores.
+    options = options or EvalOptions(device=device, threads=1)
     loaded = {name: load_model(path, device=options.device) for name, path in models.items()}
     evaluate(loaded, trajectories, out_dir, test=Split.load(split_path), parts=parts, options=options,
              specs={n: str(p) for n, p in models.items()})

@@ -137,7 +137,7 @@ class Context:
         held = self.held
         return {
             "parts": parts,
-            "options": {k: v for k, v in self.opts.to_dict().items() if k != "progress"},
+            "options": {k: v for k, v in self.opts.to_dict().items() if k not in ("progress", "threads")},
             "data": [tr.name for tr in self.trajectories],
             "held_out": {self.trajectories[t].name: _runs(held.frames[t]) for t in held.indices},
             "timestep_fs": self.timestep_fs,

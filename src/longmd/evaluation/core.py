@@ -104,11 +104,20 @@ def evaluate(
     if not models:
         raise ValueError("evaluate: no models")
     opts = options or EvalOptions()
-    part_list = parse_parts(parts)
-    out = Path(out_dir)
+    threads = torch.get_num_threads()
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    try:
+        return _evaluate(models, trajectories, Path(out_dir), test, parse_parts(parts), opts, dict(specs or {}), resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory], out: Path,
+              test: Split | Sequence[int] | None, part_list: list[str], opts: EvalOptions, specs: dict[str, str],
+              resume: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(HeldOut.select(trajectories, test), opts, out)
-    specs = dict(specs or {})
     protocol = ctx.protocol(part_list)
     previous = _previous(out, protocol) if resume else None
     metrics: dict = {"protocol": protocol, "versions": versions(specs), "reference": {}, "models": {},

@@ -37,6 +37,8 @@ class EvalOptions:
     device: str = _opt("cpu", "torch device of the models and the MD")
     dtype: str = _opt("float64", "float64 (precision is no confound; NVE drift is meaningful) | float32 | model")
     progress: bool = _opt(True, "tqdm progress bars")
+    threads: int | None = _opt(None, "torch CPU threads during the evaluation (None = torch's setting; 1 is often "
+                             "fastest for small systems on shared cores)")
     species_reduction: str = _opt("sum", "how per-species force MAEs combine into MEPA: sum (the DT authors') | mean")
     skin: float = _opt(1.0, "Verlet-list skin, Å")
     # rollout

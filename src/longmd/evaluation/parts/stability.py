@@ -40,9 +40,9 @@ def read_runs(out_dir: Path, n_runs: int) -> list[dict[str, np.ndarray]]:
         runs[r]["times_fs"] = np.array([a.info["time_fs"] for a in frames])
         runs[r]["positions"] = np.stack([a.positions for a in frames])
     with open(out_dir / "thermo.csv") as f:
-        for row in csv.DictReader(f):
-            values = [float(row[k]) for k in ("time_fs", "E_pot", "E_kin", "E_tot", "T")]
-            runs[int(row["system"])]["thermo"].append(values)
+        rows = list(csv.reader(f))[1:]  # step, time_fs, replica, E_pot, E_kin, E_tot, T (simulate's column order)
+    for row in rows:
+        runs[int(row[2])]["thermo"].append([float(x) for x in row[1:2] + row[3:7]])
     for run in runs:
         run["thermo"] = np.asarray(run["thermo"]).reshape(-1, 5)
     return runs
