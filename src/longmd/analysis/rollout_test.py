@@ -26,6 +26,51 @@ from longmd.dynamics.state import MDState
 
 
 @dataclass
+class ErrorSums:
+    """The additive pieces of :class:`RolloutErrors`: sums over windows, so the sums of disjoint sets of
+    windows (e.g. the shards of several processes) add up to those of their union.
+
+    Attributes:
+        abs_sum: (L, n_species) summed absolute force-component errors per step and species, eV/Å.
+        counts: (n_species,) force components per step and species.
+        dev_sum, dev_count: (L,) summed position deviations (Å) and the atoms they cover.
+        n_windows, failed: rollouts run and rollouts that blew up.
+    """
+
+    abs_sum: np.ndarray
+    counts: np.ndarray
+    dev_sum: np.ndarray
+    dev_count: np.ndarray
+    n_windows: int = 0
+    failed: int = 0
+
+    @classmethod
+    def zeros(cls, length: int, n_species: int) -> ErrorSums:
+        return cls(np.zeros((length, n_species)), np.zeros(n_species), np.zeros(length), np.zeros(length))
+
+    def add_forces(self, forces: np.ndarray, ref: np.ndarray, numbers: np.ndarray, species: Sequence[int]) -> None:
+        """Add (L, N, 3) predicted vs reference forces of atoms ``numbers``; non-finite forces count 1e6."""
+        err = np.abs(np.nan_to_num(forces, nan=1e6, posinf=1e6, neginf=1e6) - ref).sum(-1)  # (L, N)
+        for k, z in enumerate(species):
+            mask = numbers == z
+            self.abs_sum[:, k] += err[:, mask].sum(1)
+            self.counts[k] += 3 * mask.sum()
+
+    def to_vector(self) -> np.ndarray:
+        """Everything in one float64 vector (for one all-reduce)."""
+        return np.concatenate([self.abs_sum.ravel(), self.counts, self.dev_sum, self.dev_count,
+                               [self.n_windows, self.failed]]).astype(np.float64)
+
+    def from_vector(self, vector: np.ndarray) -> ErrorSums:
+        """Sums of this shape read from a :meth:`to_vector` vector."""
+        length, n_species = self.abs_sum.shape
+        cuts = np.cumsum([length * n_species, n_species, length, length])
+        abs_sum, counts, dev_sum, dev_count, tail = np.split(np.asarray(vector, dtype=np.float64), cuts)
+        return ErrorSums(abs_sum.reshape(length, n_species), counts, dev_sum, dev_count,
+                         int(round(tail[0])), int(round(tail[1])))
+
+
+@dataclass
 class RolloutErrors:
     """Errors along rollouts, pooled over all windows.
 
@@ -37,6 +82,8 @@ class RolloutErrors:
         n_windows: rollouts run; failed: rollouts that blew up (non-finite state or a force component above
             1e4 eV/Å); their remaining steps score an error of 1e6 eV/Å per component, and the position
             deviation averages over the rollouts still running. ``extra["failed_at_step"]``: when they failed.
+        sums: the sums and counts everything above is formed from (add those of disjoint window sets, then
+            :meth:`from_sums`, to pool them exactly).
     """
 
     species: list[int]
@@ -47,6 +94,31 @@ class RolloutErrors:
     failed: int = 0
     species_reduction: str = "sum"
     extra: dict = field(default_factory=dict)
+    sums: ErrorSums | None = None
+
+    @classmethod
+    def from_sums(
+        cls, species: list[int], sums: ErrorSums, species_reduction: str = "sum", extra: dict | None = None
+    ) -> RolloutErrors:
+        """Per-species MAEs, MEPA and deviations of pooled sums."""
+        per_species = sums.abs_sum / np.maximum(sums.counts, 1)
+        present = sums.counts > 0
+        combined = per_species[:, present].sum(1)
+        if species_reduction == "mean":
+            combined = combined / present.sum()
+        elif species_reduction != "sum":
+            raise ValueError(f"species_reduction must be 'sum' or 'mean', got {species_reduction!r}")
+        return cls(
+            species=species,
+            mepa=combined,
+            per_species=per_species,
+            position_deviation=sums.dev_sum / np.maximum(sums.dev_count, 1),
+            n_windows=sums.n_windows,
+            failed=sums.failed,
+            species_reduction=species_reduction,
+            extra=dict(extra or {}),
+            sums=sums,
+        )
 
     @property
     def mean_mepa(self) -> float:
@@ -92,11 +164,13 @@ def rollout_errors(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: str | None = None,
+    species: Sequence[int] | None = None,
 ) -> RolloutErrors:
     """Run NVE rollouts of every window's length from its first frame and score them step by step.
 
     All windows must have the same length and their trajectories the same timestep. ``progress``: the
-    label of a tqdm bar over all steps of all batches (None = no bar).
+    label of a tqdm bar over all steps of all batches (None = no bar). ``species``: the per-species
+    columns (default: the species of the windows); give the same list to shards whose sums are pooled.
     """
     if not windows:
         raise ValueError("rollout_errors: no windows to roll out")
@@ -107,11 +181,11 @@ def rollout_errors(
     if len(timesteps) != 1:
         raise ValueError(f"rollout_errors: windows come from trajectories with different timesteps {timesteps}")
     timestep = timesteps.pop()
-    species = sorted({int(z) for w in windows for z in trajectories[w.traj].numbers})
-    abs_sum = np.zeros((length, len(species)))
-    counts = np.zeros(len(species))
-    dev_sum, dev_count = np.zeros(length), np.zeros(length)
-    failed = 0
+    if species is None:
+        species = sorted({int(z) for w in windows for z in trajectories[w.traj].numbers})
+    species = list(species)
+    sums = ErrorSums.zeros(length, len(species))
+    sums.n_windows = len(windows)
     failed_at: list[int] = []
     n_batches = -(-len(windows) // batch_size)
     bar = tqdm(total=n_batches * (length - 1), desc=progress, disable=progress is None, leave=False, unit="step")
@@ -122,34 +196,14 @@ def rollout_errors(
         ref_f = np.concatenate([trajectories[w.traj].forces[w.start : w.stop] for w in chunk], axis=1)
         ref_x = np.concatenate([trajectories[w.traj].positions[w.start : w.stop] for w in chunk], axis=1)
         numbers = np.concatenate([trajectories[w.traj].numbers for w in chunk])
-        failed += len(stops)
+        sums.failed += len(stops)
         failed_at.extend(stops.values())
-        err = np.abs(np.nan_to_num(forces, nan=1e6, posinf=1e6, neginf=1e6) - ref_f).sum(-1)  # (L, N)
-        for k, z in enumerate(species):
-            mask = numbers == z
-            abs_sum[:, k] += err[:, mask].sum(1)
-            counts[k] += 3 * mask.sum()
+        sums.add_forces(forces, ref_f, numbers, species)
         dev = _deviation(positions, ref_x, chunk, trajectories)
-        dev_sum += np.nansum(dev, axis=1)
-        dev_count += np.isfinite(dev).sum(1)
+        sums.dev_sum += np.nansum(dev, axis=1)
+        sums.dev_count += np.isfinite(dev).sum(1)
     bar.close()
-    per_species = abs_sum / np.maximum(counts, 1)
-    present = counts > 0
-    combined = per_species[:, present].sum(1)
-    if species_reduction == "mean":
-        combined = combined / present.sum()
-    elif species_reduction != "sum":
-        raise ValueError(f"species_reduction must be 'sum' or 'mean', got {species_reduction!r}")
-    return RolloutErrors(
-        species=species,
-        mepa=combined,
-        per_species=per_species,
-        position_deviation=dev_sum / np.maximum(dev_count, 1),
-        n_windows=len(windows),
-        failed=failed,
-        species_reduction=species_reduction,
-        extra={"failed_at_step": sorted(failed_at)},
-    )
+    return RolloutErrors.from_sums(species, sums, species_reduction, extra={"failed_at_step": sorted(failed_at)})
 
 
 def _rollout_batch(
