@@ -90,8 +90,8 @@ class HeldOut:
         rng = np.random.default_rng(seed)
         per_traj = {}
         for t in self.indices:
-            allowed = [None if u != t else self.frames[t] for u in range(len(self.trajectories))]
-            per_traj[t] = rng.permutation(make_windows([len(tr) for tr in self.trajectories], length, frames=allowed))
+            starts = [w.start for w in make_windows([len(self.trajectories[t])], length, frames=[self.frames[t]])]
+            per_traj[t] = [Window(t, int(s), length) for s in rng.permutation(starts)]
         n = len(self.indices) if n_starts is None else int(n_starts)
         if n < 1:
             raise ValueError(f"need at least one rollout start, got {n}")

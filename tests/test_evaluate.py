@@ -1,0 +1,191 @@
+"""``longmd evaluate``: the reference potential evaluated through the ASE adapter scores zero (same integrator,
+same timestep), wrong or exploding models do not, and the CLI writes metrics.json, report.md and plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from ase.data import chemical_symbols
+
+from longmd.cli import main
+from longmd.data.splits import split_by_trajectory
+from longmd.evaluation import EvalOptions, TrackedPair, evaluate, parse_parts
+from longmd.evaluation.heldout import HeldOut
+from longmd.io.read import read_trajectories
+from longmd.models.ase_adapter import ASECalculatorModel
+from longmd.models.io import save_model
+from longmd.models.lj import LennardJones
+
+EMT_SPEC = "ase:ase.calculators.emt:EMT"
+FAST = {"progress": False, "frames_max": 20, "speed_steps": 3, "speed_warmup": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trajectories(emt_data):
+    return read_trajectories(emt_data)
+
+
+def emt() -> ASECalculatorModel:
+    return ASECalculatorModel.from_spec(EMT_SPEC)
+
+
+def wrong_lj() -> LennardJones:
+    """A stable but wrong potential for Cu/Au."""
+    return LennardJones(epsilon=0.4, sigma=2.3, cutoff=5.0, r_switch=4.0)
+
+
+def test_reference_through_the_adapter_scores_zero(trajectories, tmp_path) -> None:
+    options = EvalOptions(long_steps=39, record_every=1, long_runs=2, **FAST)
+    m = evaluate({"EMT": emt(), "LJ": wrong_lj()}, trajectories, tmp_path, test=[0, 1],
+                 parts="rollout,frames,stability,drift,speed", options=options)
+    ref, lj = m["models"]["EMT"], m["models"]["LJ"]
+    assert ref["rollout"]["steps"] == 39  # 300 asked, capped by the 40-frame trajectories
+    assert len(ref["rollout"]["starts"]) == 2 and ref["rollout"]["failed"] == 0
+    assert ref["rollout"]["mepa_mean"] < 1e-5  # same integrator and timestep as the reference: only rounding
+    assert max(ref["rollout"]["curves"]["position_deviation_A"]) < 1e-6
+    assert lj["rollout"]["mepa_mean"] > 0.05 and lj["rollout"]["mepa_final"] > 0.05
+    assert ref["frames"]["force_mae"] < 1e-5 and ref["frames"]["energy_mae_per_atom"] < 1e-6
+    assert lj["frames"]["force_mae"] > 0.05
+    assert set(ref["frames"]["force_mae_per_species"]) == {"Cu", "Au"}
+    s = ref["stability"]
+    assert s["stable_runs"] == 2 and s["stability_time_min_fs"] == pytest.approx(78.0)
+    # the runs replay the reference from frame 0: their final frames are the reference's final frames
+    assert s["hr_mae"] < 1e-9 and s["rdf_mae"] < 1e-9
+    assert lj["stability"]["hr_mae"] > 1e-3
+    assert ref["drift"]["source"] == "stability runs" and abs(ref["drift"]["drift_meV_per_atom_per_ps"]) < 1.0
+    assert ref["speed"]["steps_per_s"] > 0 and ref["speed"]["replicas"] == 1
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"metrics.json", "report.md", "mepa_vs_step.png", "parity_forces_EMT.png", "distance_histogram.png",
+            "rdf.png", "energy_drift.png"} <= files
+    assert json.loads((tmp_path / "metrics.json").read_text())["models"]["LJ"]["n_parameters"] == 0
+
+
+def test_tracked_distances_and_events_match_the_reference(trajectories, tmp_path) -> None:
+    tr = trajectories[0]
+    d0 = float(np.linalg.norm(tr.positions[0, 1] - tr.positions[0, 0]))
+    options = EvalOptions(long_steps=39, record_every=1, long_runs=1, event_min_fs=4.0,
+                          track=[TrackedPair(0, 1, round(d0, 2))], **FAST)
+    m = evaluate({"EMT": emt()}, trajectories, tmp_path, test=[0], parts="stability", options=options)
+    ref = m["reference"]["stability"]["tracked"][0]
+    got = m["models"]["EMT"]["stability"]["tracked"][0]
+    symbols = [chemical_symbols[z] for z in tr.numbers[:2]]
+    assert ref["label"] == got["label"] == f"{symbols[0]}0-{symbols[1]}1"
+    np.testing.assert_allclose(got["runs"][0]["distance_A"], ref["runs"][0]["distance_A"], atol=1e-6)
+    assert got["events"] == ref["events"]
+    assert (tmp_path / f"tracked_{ref['label']}.png").exists()
+
+
+def test_exploding_model_is_reported_not_raised(trajectories, tmp_path) -> None:
+    bad = LennardJones(epsilon=0.5, sigma=2.9, cutoff=5.0)  # far too large for Cu-Cu at 2.55 Å
+    options = EvalOptions(long_steps=30, rollout_steps=20, **FAST)
+    m = evaluate({"bad": bad}, trajectories, tmp_path, test=[2, 3], parts="rollout,stability,drift", options=options)
+    s = m["models"]["bad"]["stability"]
+    assert s["stable_runs"] == 0 and {r["reason"] for r in s["runs"]} <= {"temperature", "min_distance", "nan"}
+    assert s["stability_time_min_fs"] < 30 * 2.0
+    report = (tmp_path / "report.md").read_text()
+    assert "stopped at step" in report and "| bad | 0/2 |" in report
+
+
+def test_resume_reuses_finished_parts(trajectories, tmp_path) -> None:
+    options = EvalOptions(rollout_steps=10, **FAST)
+    first = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="rollout,jaccard", options=options,
+                     specs={"EMT": EMT_SPEC})
+    model = emt()
+    again = evaluate({"EMT": model}, trajectories, tmp_path, parts="rollout,jaccard", options=options,
+                     specs={"EMT": EMT_SPEC}, resume=True)
+    assert model.calls == 0
+    assert again["models"]["EMT"]["rollout"] == first["models"]["EMT"]["rollout"]
+    changed = evaluate({"EMT": model}, trajectories, tmp_path, parts="rollout", options=options.replace(seed=1),
+                       specs={"EMT": EMT_SPEC}, resume=True)
+    assert model.calls > 0 and "rollout" in changed["models"]["EMT"]
+
+
+def test_jaccard_langevin_stability_drift_and_transport(trajectories, tmp_path) -> None:
+    options = EvalOptions(long_steps=20, ensemble="langevin", drift_steps=20, transport_steps=40, record_every=2,
+                          temperatures=[600.0, 900.0], transport_species="Au", long_runs=2, **FAST)
+    m = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="jaccard,stability,drift,transport", options=options)
+    jac = m["reference"]["jaccard"]
+    assert jac["ks"] == list(range(1, 21)) and 0 <= jac["advised_neighbor_update_every"] <= 20
+    assert set(jac["per_species"]) == {"Cu", "Au"} and jac["per_species"]["Cu"][0] > 0.9
+    e = m["models"]["EMT"]
+    assert e["stability"]["ensemble"] == "langevin" and e["stability"]["temperature_K"] > 0
+    assert e["drift"]["source"] == "NVE run of 20 steps" and e["drift"]["drift_meV_per_atom_per_ps"] is not None
+    t = e["transport"]
+    assert t["species"] == "Au" and [x["temperature_K"] for x in t["temperatures"]] == [600.0, 900.0]
+    assert all(np.isfinite(x["D_cm2_per_s"]) for x in t["temperatures"])
+    assert m["reference"]["transport"]["species"] == "Au"
+    assert (tmp_path / "jaccard.png").exists() and (tmp_path / "msd_EMT_600K.png").exists()
+
+
+def test_held_out_selection_and_starts(trajectories) -> None:
+    split = split_by_trajectory(trajectories, 0.25, 0.25, seed=3)
+    held = HeldOut.select(trajectories, split)
+    assert held.indices == sorted(split.subsets["test"])
+    windows = held.rollout_windows(10, 3, seed=0)
+    assert len(windows) == 3 and all(w.length == 11 and w.traj in held.indices for w in windows)
+    assert windows == held.rollout_windows(10, 3, seed=0)  # seeded
+    starts = held.run_starts(3, seed=0)  # one test trajectory: its first frame, then seeded random frames
+    assert starts[0] == (held.indices[0], 0) and len(starts) == 3 and {t for t, _ in starts} == {held.indices[0]}
+    assert HeldOut.select(trajectories).indices == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="out of range"):
+        HeldOut.select(trajectories, [7])
+    empty = split_by_trajectory(trajectories, 0.25, 0.0)
+    with pytest.raises(ValueError, match="no test trajectories"):
+        HeldOut.select(trajectories, empty)
+    assert parse_parts("speed, rollout") == ["rollout", "speed"] and "transport" not in parse_parts(None)
+    with pytest.raises(ValueError, match="unknown evaluation parts"):
+        parse_parts("rollout,bogus")
+
+
+def test_cli_end_to_end(emt_data, trajectories, tmp_path, capsys) -> None:
+    split = split_by_trajectory(trajectories, 0.25, 0.25, seed=1)
+    split.save(tmp_path / "split.json")
+    save_model(wrong_lj(), tmp_path / "lj.pt")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--data", str(emt_data), "--split", str(tmp_path / "split.json"), "--model", EMT_SPEC,
+               "--model", str(tmp_path / "lj.pt"), "--name", "emt", "--name", "lj", "--out", str(out),
+               "--steps", "12", "--long-steps", "10", "--frames", "8", "--speed-steps", "2", "--no-progress",
+               "--option", "record_every=2", "--threads", "1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "emt: rollout MEPA" in printed and "results in" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["emt", "lj"]
+    assert metrics["models"]["emt"]["spec"] == EMT_SPEC and metrics["models"]["lj"]["class"] == "LennardJones"
+    test_names = [trajectories[t].name for t in split.subsets["test"]]
+    assert list(metrics["protocol"]["held_out"]) == test_names
+    assert metrics["protocol"]["options"]["record_every"] == 2 and metrics["versions"]["ase"]
+    assert metrics["models"]["emt"]["rollout"]["mepa_mean"] < 1e-5 < metrics["models"]["lj"]["rollout"]["mepa_mean"]
+    report = (out / "report.md").read_text()
+    for title in ("## Rollout test", "## Single-frame errors", "## Stability", "## Neighbourhood smoothness",
+                  "## Energy drift (NVE) and speed"):
+        assert title in report
+    for png in metrics["plots"]:
+        assert (out / png).stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("ase:no_such_module_abc:Calc", "cannot import 'no_such_module_abc'"),
+        ("ase:ase.calculators.emt:Nope", "has no attribute 'Nope'"),
+        ("missing_model.pt", "model file not found"),
+        ("mace:small", "ASE calculators are given as"),
+    ],
+)
+def test_cli_bad_model_specs(emt_data, tmp_path, capsys, model: str, message: str) -> None:
+    rc = main(["evaluate", "--data", str(emt_data), "--model", model, "--out", str(tmp_path), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
