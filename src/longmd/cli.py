@@ -23,6 +23,7 @@ def _add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from longmd.config import load_config
+    from longmd.training.distributed import is_main
     from longmd.training.trainer import train
 
     overrides = list(args.overrides)
@@ -32,7 +33,8 @@ def cmd_train(args) -> int:
         overrides.append(f"training.device={args.device}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, resume=args.resume)
-    print(f"\nresults in {result.out}/ (best model: {result.best_model})")
+    if is_main():  # under torchrun: rank 0 only
+        print(f"\nresults in {result.out}/ (best model: {result.best_model})")
     return 0
 
 

@@ -15,7 +15,8 @@ COLUMNS = ("epoch", "S", "lr", "train_loss", "val_mepa", "epoch_time_s", "peak_m
 class RunLog:
     """Append-only epoch records in ``metrics.jsonl`` and ``metrics.csv`` of a run directory."""
 
-    def __init__(self, out: Path, keep: int | None = None) -> None:
+    def __init__(self, out: Path, keep: int | None = None, write: bool = True) -> None:
+        self.write = write  # False: keep records in memory only (ranks other than 0 of a distributed run)
         self.jsonl = out / "metrics.jsonl"
         self.csv = out / "metrics.csv"
         self.records: list[dict] = []
@@ -23,7 +24,8 @@ class RunLog:
             lines = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
             # On resume, epochs logged after the checkpoint are redone: drop them.
             self.records = lines if keep is None else lines[:keep]
-        self._rewrite()
+        if write:
+            self._rewrite()
 
     def _rewrite(self) -> None:
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.records))
@@ -31,6 +33,8 @@ class RunLog:
 
     def append(self, record: dict) -> None:
         self.records.append(record)
+        if not self.write:
+            return
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(record) + "\n")
         self._write_csv()

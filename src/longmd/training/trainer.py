@@ -9,6 +9,11 @@ with S fixed to 1. The curriculum (:mod:`longmd.training.curriculum`) raises S o
 
 Everything a run needs to continue lives in ``checkpoint.pt`` (written atomically after every epoch):
 model, optimiser, scheduler, curriculum and random-generator states, so ``--resume`` continues bit-for-bit.
+
+Under ``torchrun`` (:mod:`longmd.training.distributed`) every rank runs this same loop on its slice of each
+optimisation step's windows (``batch_size`` per rank) and of the validation windows; gradients and
+validation sums are all-reduced, so all ranks keep identical models and curriculum decisions, and rank 0
+alone writes files.
 """
 
 from __future__ import annotations
@@ -25,8 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from longmd.analysis.force_errors import mepa_per_step, per_species_force_mae
-from longmd.analysis.rollout_test import RolloutErrors, rollout_errors
+from longmd.analysis.rollout_test import ErrorSums, RolloutErrors, rollout_errors
 from longmd.atomic import atomic_torch_save, atomic_write_text
 from longmd.config import Config, ConfigError, config_from_dict, save_config
 from longmd.data.batching import collate_windows
@@ -44,6 +48,7 @@ from longmd.models.base import EnergyModel, predict
 from longmd.models.egnn import EGNN
 from longmd.models.io import load_model, save_model
 from longmd.models.reference import init_reference
+from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings, sequence_loss
 from longmd.training.run_log import RunLog, plot_learning_curve, summary_table
@@ -189,7 +194,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, resume: bool = False, log=print) -> None:
         self.out = Path(cfg.out)
-        self.log = log
+        self.main = distributed.is_main()  # rank 0 (or a single process): the one that logs and writes
+        self.log = log = log if self.main else _quiet
         checkpoint_path = self.out / "checkpoint.pt"
         self.checkpoint = None
         if resume:
@@ -202,17 +208,19 @@ class Trainer:
         t = cfg.training
         if t.threads:
             torch.set_num_threads(int(t.threads))
-        self.device = resolve_device(t.device)
+        self.device = distributed.setup(resolve_device(t.device))
         self.dtype = torch.float64 if t.dtype == "float64" else torch.float32
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
         random.seed(t.seed)
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.out / "config.yaml")
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
 
         self.trajectories = load_data(cfg)
         self.split = make_split(cfg, self.trajectories)
-        atomic_write_text(self.out / "split.json", self.split.to_json())
+        if self.main:
+            atomic_write_text(self.out / "split.json", self.split.to_json())
         species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
         self.model = build_model(cfg, species).to(device=self.device, dtype=self.dtype)
         train_frames = [
@@ -229,11 +237,13 @@ class Trainer:
             [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
         )
         self.timestep_fs = self._common_timestep()
-        self.neighbors = ReferenceNeighbors.build(
-            self.trajectories, self.model.cutoff + t.neighbor_skin, progress=t.progress
-        )
+        with distributed.local_main_first():  # one rank per node builds the cache, the others load it
+            self.neighbors = ReferenceNeighbors.build(
+                self.trajectories, self.model.cutoff + t.neighbor_skin, progress=t.progress and self.main
+            )
         self.s_max = 1 if t.mode == "conventional" else t.s_max
         self.val_windows = self._validation_windows()
+        self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
         self.loss_settings = LossSettings(
             kind=t.loss,
             species_reduction=t.species_reduction,
@@ -250,7 +260,8 @@ class Trainer:
         self.best = {"val_mepa": math.inf, "S": 0, "epoch": -1}
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
-        self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0)
+        distributed.broadcast_module(self.model)  # identical already (same seed or checkpoint); made certain
+        self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0, write=self.main)
 
     # ----------------------------------------------------------------------------------------- set-up
     def _common_timestep(self) -> float:
@@ -312,6 +323,9 @@ class Trainer:
         )
 
     def train_epoch(self, s: int) -> float:
+        """One pass over the epoch's windows in a seeded order. With several ranks each optimisation step
+        takes ``batch_size x world_size`` consecutive windows of that order (the same on every rank) and
+        rank r trains on the r-th slice of ``batch_size``; the last step may leave a rank without windows."""
         t = self.cfg.training
         windows = self.train_windows(s)
         if not windows:
@@ -321,53 +335,68 @@ class Trainer:
             order = order[: int(t.windows_per_epoch)]
         self.model.train()
         losses = []
-        batches = [order[i : i + t.batch_size] for i in range(0, len(order), t.batch_size)]
-        bar = tqdm(batches, desc=f"epoch {self.epoch} S={s}", leave=False, disable=not t.progress)
+        per_step, mine = t.batch_size * distributed.world_size(), distributed.rank() * t.batch_size
+        batches = [order[i + mine : i + mine + t.batch_size] for i in range(0, len(order), per_step)]
+        bar = tqdm(batches, desc=f"epoch {self.epoch} S={s}", leave=False, disable=not (t.progress and self.main))
         for number, idx in enumerate(bar):
-            loss, _ = self.batch_loss([windows[int(i)] for i in idx])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"non-finite loss at S={s}, epoch {self.epoch}, batch {number}; "
-                    f"the last good checkpoint is {self.out / 'checkpoint.pt'}"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip:
-                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                if not torch.isfinite(norm):
-                    raise TrainingDiverged(f"non-finite gradient at S={s}, epoch {self.epoch}, batch {number}")
-            self.optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(self._optimise([windows[int(i)] for i in idx], s, number))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
         return float(np.mean(losses))
 
+    def _optimise(self, windows: list[Window], s: int, number: int) -> float:
+        """One optimisation step on this rank's windows, gradients averaged over ranks; returns the loss."""
+        t = self.cfg.training
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = None
+        if windows:
+            loss, _ = self.batch_loss(windows)
+            loss.backward()
+        value = distributed.reduce_gradients(self.model.parameters(), loss, len(windows))
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"non-finite loss at S={s}, epoch {self.epoch}, batch {number}; "
+                f"the last good checkpoint is {self.out / 'checkpoint.pt'}"
+            )
+        if t.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(f"non-finite gradient at S={s}, epoch {self.epoch}, batch {number}")
+        self.optimizer.step()
+        return value
+
     @torch.no_grad()
-    def _frame_errors(self) -> RolloutErrors:
-        """Single-frame validation (random frame split): MEPA over the held-out frames."""
-        species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
-        preds, refs, numbers = [], [], []
+    def _frame_sums(self, windows: list[Window]) -> ErrorSums:
+        """Single-frame validation (random frame split): force errors of held-out frames."""
+        sums = ErrorSums.zeros(1, len(self.val_species))
+        sums.n_windows = len(windows)
         bs = self.cfg.training.val_batch_size
-        for i in range(0, len(self.val_windows), bs):
-            batch = collate_windows(self.trajectories, self.val_windows[i : i + bs], self.neighbors,
+        for i in range(0, len(windows), bs):
+            batch = collate_windows(self.trajectories, windows[i : i + bs], self.neighbors,
                                     device=self.device, dtype=self.dtype)
             with torch.enable_grad():
-                preds.append(predict(self.model, batch.graph(0)).forces.detach())
-            refs.append(batch.forces[0])
-            numbers.append(batch.numbers)
-        pred, ref, num = torch.cat(preds), torch.cat(refs), torch.cat(numbers)
-        per_species = per_species_force_mae(pred, ref, num, species)[1].cpu().double().numpy()
-        total = float(mepa_per_step(pred, ref, num, species_reduction=self.cfg.training.species_reduction))
-        return RolloutErrors(species, np.array([total]), per_species[None], np.zeros(1), len(self.val_windows))
+                pred = predict(self.model, batch.graph(0)).forces.detach()
+            sums.add_forces(pred.cpu().double().numpy()[None], batch.forces[:1].cpu().double().numpy(),
+                            batch.numbers.cpu().numpy(), self.val_species)
+        return sums
 
     def validate(self) -> RolloutErrors:
+        """MEPA of the fixed validation windows. Each rank scores its shard (every window exactly once);
+        the sums and counts are all-reduced before MEPA is formed, so every rank gets the same value."""
         self.model.eval()
-        if self.cfg.data.split == "frames":
-            return self._frame_errors()
         t = self.cfg.training
-        return rollout_errors(
-            self.model, self.trajectories, self.val_windows, batch_size=t.val_batch_size,
-            species_reduction=t.species_reduction, device=self.device, dtype=self.dtype,
-        )
+        mine = distributed.shard(self.val_windows)
+        sums, failed_at = ErrorSums.zeros(self.val_windows[0].length, len(self.val_species)), []
+        if mine and self.cfg.data.split == "frames":
+            sums = self._frame_sums(mine)
+        elif mine:
+            local = rollout_errors(
+                self.model, self.trajectories, mine, batch_size=t.val_batch_size, species=self.val_species,
+                species_reduction=t.species_reduction, device=self.device, dtype=self.dtype,
+            )
+            sums, failed_at = local.sums, local.extra["failed_at_step"]
+        pooled = sums.from_vector(distributed.all_reduce_sum(sums.to_vector()))
+        failed_at = sorted(distributed.all_gather_list(failed_at))
+        return RolloutErrors.from_sums(self.val_species, pooled, t.species_reduction, {"failed_at_step": failed_at})
 
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
@@ -382,7 +411,7 @@ class Trainer:
             if t.max_epochs is not None and self.epoch >= t.max_epochs:
                 self.log(f"stopping: max_epochs={t.max_epochs} reached")
                 break
-            if t.max_minutes is not None and time.perf_counter() - started > 60 * t.max_minutes:
+            if t.max_minutes is not None and distributed.agree(time.perf_counter() - started > 60 * t.max_minutes):
                 self.log(f"stopping: max_minutes={t.max_minutes} reached")
                 break
             s = self.curriculum.s
@@ -402,10 +431,10 @@ class Trainer:
                 **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
             }
             if decision.improved:
-                save_model(self.model, self.out / f"best_S{s}.pt", metadata=self._provenance(s, val))
+                self._save_model(f"best_S{s}.pt", s, val)
                 if val < self.best["val_mepa"]:
                     self.best = {"val_mepa": val, "S": s, "epoch": self.epoch}
-                    save_model(self.model, self.out / "best.pt", metadata=self._provenance(s, val))
+                    self._save_model("best.pt", s, val)
             self.epoch += 1
             self.log(
                 f"epoch {record['epoch']:4d}  S={s}  lr={lr:.2e}  loss={train_loss:.4f}  val MEPA={val:.4f} eV/Å"
@@ -416,7 +445,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = t.lr_reset
                 self.scheduler = self._new_scheduler()
-            save_model(self.model, self.out / "last.pt", metadata=self._provenance(s, val))
+            self._save_model("last.pt", s, val)
             self._save_checkpoint()
             self.run_log.append(record)
             if decision.finished:
@@ -430,9 +459,10 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         records = self.run_log.records
-        plot = plot_learning_curve(records, self.out / "learning_curve.png") if records else None
+        plot = plot_learning_curve(records, self.out / "learning_curve.png") if records and self.main else None
         table = summary_table(records) if records else ""
-        atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
+        if self.main:
+            atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
         best_path = self.out / "best.pt"
         self.log("\n" + table)
         self.log(f"best model: {best_path} (S={self.best['S']}, validation MEPA {self.best['val_mepa']:.4f} eV/Å)")
@@ -445,7 +475,13 @@ class Trainer:
                 "mode": self.cfg.training.mode}
 
     # --------------------------------------------------------------------------------- checkpoints
+    def _save_model(self, name: str, s: int, val: float) -> None:
+        if self.main:
+            save_model(self.model, self.out / name, metadata=self._provenance(s, val))
+
     def _save_checkpoint(self) -> None:
+        if not self.main:
+            return
         state = {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
@@ -471,14 +507,21 @@ class Trainer:
         self.log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
 
 
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
 def _all(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
     """Frame indices of a split entry (None = every frame of the trajectory)."""
     return np.arange(n_frames) if frames is None else np.asarray(frames)
 
 
 def train(cfg: Config, resume: bool = False, log=print) -> TrainResult:
-    """Train as ``cfg`` says (see :class:`Trainer`)."""
-    return Trainer(cfg, resume=resume, log=log).run()
+    """Train as ``cfg`` says (see :class:`Trainer`); under torchrun, on all its processes."""
+    try:
+        return Trainer(cfg, resume=resume, log=log).run()
+    finally:
+        distributed.cleanup()
 
 
 def load_best(out: str | Path, device: str = "cpu") -> EnergyModel:
