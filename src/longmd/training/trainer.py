@@ -47,7 +47,7 @@ from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel, predict
 from longmd.models.egnn import EGNN
 from longmd.models.io import load_model, save_model
-from longmd.models.reference import init_reference
+from longmd.models.reference import fit_reference_energies, init_reference
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings, sequence_loss
@@ -241,6 +241,8 @@ class Trainer:
             self.neighbors = ReferenceNeighbors.build(
                 self.trajectories, self.model.cutoff + t.neighbor_skin, progress=t.progress and self.main
             )
+        if self.checkpoint is None:
+            self._center_energies(train_frames)
         self.s_max = 1 if t.mode == "conventional" else t.s_max
         self.val_windows = self._validation_windows()
         self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
@@ -264,6 +266,27 @@ class Trainer:
         self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0, write=self.main)
 
     # ----------------------------------------------------------------------------------------- set-up
+    @torch.no_grad()
+    def _center_energies(self, frames: list[tuple[int, int]], n_frames: int = 256) -> None:
+        """Refit the reference energies to what the untrained network leaves unexplained.
+
+        A fresh network adds an arbitrary offset (eV per atom) to the least-squares reference energies; the
+        energy term would spend many epochs removing it (and S > 1 has no energy term at all). A least-squares
+        fit of the residual on up to ``n_frames`` training frames starts training from the right energies.
+        """
+        if not getattr(self.model, "has_reference", False):
+            return
+        picks = frames[:: max(1, len(frames) // n_frames)][:n_frames]
+        residuals, numbers = [], []
+        for first in range(0, len(picks), 64):
+            chunk = [Window(tr, f, 1) for tr, f in picks[first : first + 64]]
+            batch = collate_windows(self.trajectories, chunk, self.neighbors, device=self.device, dtype=self.dtype)
+            residuals.append((batch.energy[0] - self.model(batch.graph(0))).cpu().double().numpy())
+            numbers += [self.trajectories[w.traj].numbers for w in chunk]
+        shift = fit_reference_energies(numbers, np.concatenate(residuals), species=self.model.species)
+        current = self.model.reference.reference_energies()
+        self.model.set_reference_energies({z: current[z] + shift[z] for z in current})
+
     def _common_timestep(self) -> float:
         steps = {round(tr.timestep_fs, 9) for tr in self.trajectories}
         if len(steps) > 1 and self.s_max > 1:
