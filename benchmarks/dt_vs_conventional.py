@@ -46,9 +46,11 @@ def _overrides(args, out: Path, *extra: str) -> list[str]:
 
 def train_variants(args) -> dict[str, dict]:
     config = CONFIGS / f"{args.config}.yaml"
+    # Equal epoch budgets: the single-frame models get as many epochs as DT spends over all its S.
+    single = f"training.max_epochs_per_s={args.epochs_per_s * args.s_max}"
     variants = {
-        "conventional": ["training.mode=conventional", "data.split=frames", "data.val_fraction=0.05"],
-        "dt_s1": ["training.mode=dynamic", "training.s_max=1"],
+        "conventional": ["training.mode=conventional", "data.split=frames", "data.val_fraction=0.05", single],
+        "dt_s1": ["training.mode=dynamic", "training.s_max=1", single],
         f"dt_s{args.s_max}": ["training.mode=dynamic", f"training.s_max={args.s_max}"],
     }
     runs = {}
@@ -109,7 +111,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/dt_vs_conventional"))
     parser.add_argument("--config", default="demo", help="demo | paper (packaged configs)")
     parser.add_argument("--s-max", type=int, default=4)
-    parser.add_argument("--epochs-per-s", type=int, default=10, help="budget: epochs at each S")
+    parser.add_argument("--epochs-per-s", type=int, default=10,
+                        help="budget: epochs at each S of DT; single-frame models get epochs_per_s * s_max")
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall minutes per model")
     parser.add_argument("--rollout-steps", type=int, default=300)
     parser.add_argument("--starts-per-trajectory", type=int, default=4)
