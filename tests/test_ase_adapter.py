@@ -8,6 +8,7 @@ import pytest
 import torch
 from ase import Atoms, units
 from ase.build import bulk, molecule
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.md.verlet import VelocityVerlet
 
@@ -125,3 +126,23 @@ def test_no_double_backward_and_no_saving(tmp_path) -> None:
         out.forces.sum().backward()  # forces are the calculator's numbers: no second derivative exists
     with pytest.raises((NotImplementedError, TypeError)):
         save_model(model, tmp_path / "x.pt")
+
+
+class _TorchSpring(Calculator):
+    """E = 0.1 sum |x|^2 with forces by torch.autograd, without enabling grad (as CHGNet's calculator does)."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        x = torch.tensor(self.atoms.positions, requires_grad=True)
+        energy = 0.1 * (x * x).sum()
+        (grad,) = torch.autograd.grad(energy, x)
+        self.results = {"energy": float(energy.detach()), "forces": -grad.numpy()}
+
+
+def test_calculators_that_use_autograd_inside_work() -> None:
+    """MACE and CHGNet take forces by torch autograd inside the calculator: the adapter must allow it."""
+    atoms = _alloy()
+    out = predict(ASECalculatorModel(_TorchSpring()), _graph([atoms]))
+    np.testing.assert_allclose(out.forces.numpy(), -0.2 * atoms.positions, atol=1e-12)

@@ -111,7 +111,8 @@ class _CalculatorEnergy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions: Tensor, cell: Tensor, model: ASECalculatorModel, numbers: Tensor, system: Tensor):
         want_stress = bool(ctx.needs_input_grad[1])
-        energies, forces, virials = model._evaluate(positions, cell, numbers, system, want_stress)
+        with torch.enable_grad():  # torch-based calculators (MACE, CHGNet) take their own forces by autograd
+            energies, forces, virials = model._evaluate(positions, cell, numbers, system, want_stress)
         ctx.save_for_backward(forces, virials, system)
         return energies
 
