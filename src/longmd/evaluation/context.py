@@ -120,13 +120,14 @@ class Context:
             numbers = self.held.common_numbers()
             if numbers is None and self.opts.track:
                 raise ValueError("--track needs held-out trajectories with the same atoms in the same order")
+            pairs = []
             for p in self.opts.track:
                 for a in (p.i, p.j):
                     if not 0 <= a < len(numbers):
                         raise ValueError(f"tracked atom {a} out of range (0..{len(numbers) - 1})")
-                if not p.label:
-                    p.label = f"{symbol(numbers[p.i])}{p.i}-{symbol(numbers[p.j])}{p.j}"
-            return list(self.opts.track)
+                label = p.label or f"{symbol(numbers[p.i])}{p.i}-{symbol(numbers[p.j])}{p.j}"
+                pairs.append(TrackedPair(p.i, p.j, p.threshold_A, label))
+            return pairs
         return auto_track(self.held)
 
     def slug(self, name: str) -> str:
