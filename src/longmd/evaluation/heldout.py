@@ -136,30 +136,30 @@ def auto_track(held: HeldOut) -> list[TrackedPair]:
     species, counts = np.unique(numbers, return_counts=True)
     pairs: list[TrackedPair] = []
     for z in species[counts == 2]:
-        i, j = np.flatnonzero(numbers == z)
-        d = _pair_distances(held, int(i), int(j))
-        thr = float(2.0 * np.percentile(np.concatenate(d), 10))
+        i, j = (int(a) for a in np.flatnonzero(numbers == z))
+        d = np.concatenate([x[:, 0] for x in _pair_distances(held, [(i, j)])])
         sym = chemical_symbols[int(z)]
-        pairs.append(TrackedPair(int(i), int(j), round(thr, 3), f"{sym}{i}-{sym}{j}"))
+        pairs.append(TrackedPair(i, j, round(float(2.0 * np.percentile(d, 10)), 3), f"{sym}{i}-{sym}{j}"))
     cluster = [(c, z) for z, c in zip(species, counts) if 3 <= c <= 12 and c < counts.max()]
     if cluster:
         z = min(cluster)[1]
         atoms = np.flatnonzero(numbers == z)
         candidates = [(int(a), int(b)) for k, a in enumerate(atoms) for b in atoms[k + 1 :]]
-        start = {p: np.median([d[0] for d in _pair_distances(held, *p)]) for p in candidates}
-        shortest = min(start.values())
-        bonded = [p for p in candidates if start[p] <= 1.3 * shortest]
-        growth = {p: max(float(np.max(d) - d[0]) for d in _pair_distances(held, *p)) for p in bonded}
-        i, j = max(growth, key=growth.get)
-        sym = chemical_symbols[int(z)]
-        pairs.append(TrackedPair(i, j, round(1.25 * float(start[(i, j)]), 3), f"{sym}{i}-{sym}{j}"))
+        d = _pair_distances(held, candidates)  # per trajectory (T, P)
+        start = np.median([x[0] for x in d], axis=0)
+        growth = np.max([x.max(0) - x[0] for x in d], axis=0)
+        bonded = np.flatnonzero(start <= 1.3 * start.min())
+        k = int(bonded[np.argmax(growth[bonded])])
+        (i, j), sym = candidates[k], chemical_symbols[int(z)]
+        pairs.append(TrackedPair(i, j, round(1.25 * float(start[k]), 3), f"{sym}{i}-{sym}{j}"))
     return pairs
 
 
-def _pair_distances(held: HeldOut, i: int, j: int) -> list[np.ndarray]:
+def _pair_distances(held: HeldOut, pairs: list[tuple[int, int]]) -> list[np.ndarray]:
+    """(T, P) distances of the pairs along every held-out trajectory's longest block."""
     out = []
     for t in held.indices:
         tr = held.trajectories[t]
         f = held.block(t)
-        out.append(tracked_distances(tr.positions[f], [(i, j)], tr.cell[f], tr.pbc)[:, 0])
+        out.append(tracked_distances(tr.positions[f], pairs, tr.cell[f], tr.pbc))
     return out
