@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-
 # Tests use tiny models, for which thread start-up costs more than it saves (up to 50x on a busy 2-core box).
 torch.set_num_threads(1)
 

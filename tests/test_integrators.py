@@ -16,15 +16,6 @@ from longmd.models.lj import LennardJones
 from longmd.units import KB_EV_PER_K
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two shared cores: one torch thread is much faster than two fighting threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def argon_crystal(repeat: int = 1) -> Atoms:
     return bulk("Ar", "fcc", a=5.26, cubic=True).repeat(repeat)
 

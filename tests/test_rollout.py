@@ -20,14 +20,6 @@ from longmd.models.lj import LennardJones, quintic_switch
 from longmd.neighbors import batched_neighbor_list
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def thermalised(atoms_list: list[Atoms], temperature_K: float, seed: int = 0) -> MDState:
     state = MDState.from_atoms(atoms_list)
     gen = torch.Generator().manual_seed(seed)

@@ -23,14 +23,6 @@ from longmd.models.io import save_model
 from longmd.models.lj import LennardJones
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cluster(temperature_K: float = 0.0, seed: int = 0) -> Atoms:
     atoms = Icosahedron("Ar", 2)
     atoms.center(vacuum=5.0)
