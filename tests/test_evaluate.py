@@ -189,3 +189,21 @@ def test_cli_bad_model_specs(emt_data, tmp_path, capsys, model: str, message: st
     assert rc == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_command_line_options() -> None:
+    from longmd.cli import build_parser
+    from longmd.evaluation.cli import options_from_args
+
+    parse = build_parser().parse_args
+    args = parse(["evaluate", "--data", "d.xyz", "--model", "m.pt", "--paper-scale", "--long-runs", "3",
+                  "--track", "55,56,1.5", "--track", "50,52", "--option", "r_max=8", "--temperatures", "600,900"])
+    o = options_from_args(args, timestep_fs=0.5)
+    assert (o.rollout_steps, o.long_steps, o.long_runs, o.r_max) == (300, 200_000, 3, 8)  # flags beat paper scale
+    assert [(p.i, p.j, p.threshold_A) for p in o.track] == [(55, 56, 1.5), (50, 52, None)]
+    assert o.temperatures == [600.0, 900.0]
+    assert options_from_args(parse(["evaluate", "--data", "d", "--model", "m"])) == EvalOptions()
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        options_from_args(parse(["evaluate", "--data", "d", "--model", "m", "--option", "nonsense=1"]))
+    with pytest.raises(ValueError, match="I,J or I,J,THRESHOLD_A"):
+        options_from_args(parse(["evaluate", "--data", "d", "--model", "m", "--track", "1"]))

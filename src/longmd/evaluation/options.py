@@ -92,9 +92,9 @@ class EvalOptions:
 
 
 def paper_scale(timestep_fs: float = 0.5) -> dict[str, Any]:
-    """Changes for the DT paper's protocol: 300-step rollouts, 100 ps stability runs (at ``timestep_fs``)."""
+    """Changes for the DT paper's protocol: 300-step rollouts, 5 runs of 100 ps (a frame every 10 fs)."""
     steps = int(round(100_000 / timestep_fs))
-    return {"rollout_steps": 300, "long_steps": steps, "long_runs": 5, "record_every": max(10, steps // 20000),
+    return {"rollout_steps": 300, "long_steps": steps, "long_runs": 5, "record_every": max(1, round(10 / timestep_fs)),
             "drift_steps": steps}
 
 
