@@ -96,6 +96,11 @@ def mepa_per_step(
     pred, ref, numbers = _as_tensor(pred), _as_tensor(ref), _as_tensor(numbers, torch.long)
     _check_forces(pred, ref, numbers)
     _, means, present = _species_reduce(pred - ref.to(pred.dtype), numbers, species, 1)
+    return combine_species(means, present, species_reduction)
+
+
+def combine_species(means: Tensor, present: Tensor, species_reduction: SpeciesReduction = "sum") -> Tensor:
+    """MEPA from per-species MAEs (..., n_species): their sum (default) or mean over the ``present`` species."""
     total = (means * present.to(means.dtype)).sum(-1)
     if species_reduction == "sum":
         return total

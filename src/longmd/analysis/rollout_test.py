@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from longmd.analysis.force_errors import combine_species
 from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
 from longmd.dynamics.integrators import make_integrator
@@ -102,12 +103,8 @@ class RolloutErrors:
     ) -> RolloutErrors:
         """Per-species MAEs, MEPA and deviations of pooled sums."""
         per_species = sums.abs_sum / np.maximum(sums.counts, 1)
-        present = sums.counts > 0
-        combined = per_species[:, present].sum(1)
-        if species_reduction == "mean":
-            combined = combined / present.sum()
-        elif species_reduction != "sum":
-            raise ValueError(f"species_reduction must be 'sum' or 'mean', got {species_reduction!r}")
+        present = torch.as_tensor(sums.counts > 0)
+        combined = combine_species(torch.as_tensor(per_species), present, species_reduction).numpy()
         return cls(
             species=species,
             mepa=combined,
