@@ -503,8 +503,12 @@ class Trainer:
             save_model(self.model, self.out / name, metadata=self._provenance(s, val))
 
     def _save_checkpoint(self) -> None:
-        if not self.main:
-            return
+        """Rank 0 writes; every rank waits until the file is complete (so any restart finds it)."""
+        if self.main:
+            self._write_checkpoint()
+        distributed.barrier()
+
+    def _write_checkpoint(self) -> None:
         state = {
             "config": self.cfg.to_dict(),
             "model": self.model.state_dict(),
