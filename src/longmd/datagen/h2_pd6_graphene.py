@@ -284,7 +284,11 @@ def generate(out: Path, protocol: Protocol | None = None, progress: bool = True)
     todo = [i for i in range(protocol.n_trajectories) if not (work / f"traj_{i:03d}.extxyz").exists()]
     bar = tqdm(total=protocol.n_trajectories, initial=protocol.n_trajectories - len(todo), disable=not progress,
                desc="reference trajectories")
-    if todo:
+    if todo and protocol.workers <= 1:
+        for index in todo:
+            run_trajectory(protocol, work, index)
+            bar.update(1)
+    elif todo:
         ctx = mp.get_context("spawn")
         with ctx.Pool(max(1, min(protocol.workers, len(todo)))) as pool:
             for _ in pool.imap_unordered(_worker, [(protocol, str(work), i) for i in todo]):
