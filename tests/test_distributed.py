@@ -4,7 +4,8 @@ The equivalence tested: every EMT system is Cu28Au4 (32 atoms), so when ranks tr
 window-weighted mean of their per-rank losses (MEPA pools per species over a rank's batch) is exactly the
 loss of the combined batch in one process, and so are the gradients: one optimisation step on 2 ranks
 with 4 + 4 (and 4 + 2) windows gives the parameters of one step on those 8 (6) windows, up to float64
-rounding. With mixed compositions the two would differ (per-rank species pooling), which is documented.
+rounding (MEPA at S = 1 and S = 3, MSE at S = 1). With mixed compositions the two would differ (per-rank
+species pooling), which is documented.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def _worker(rank: int, data: str, tmp: str) -> None:
         trainer = Trainer(_config(data, f"{tmp}/step", "training.batch_size=4"), log=lambda *_: None)
         results["validation"] = _errors(trainer.validate())
         results["steps"] = _two_steps(trainer)
+        mse = Trainer(_config(data, f"{tmp}/mse", "training.batch_size=4", "training.loss=mse"), log=lambda *_: None)
+        mse.train_epoch(1)
+        results["mse_step"] = _params(mse.model)
 
         args = ("training.batch_size=4", "training.s_max=2", "training.max_epochs_per_s=2", "training.max_epochs=4")
         full = Trainer(_config(data, f"{tmp}/full", *args), log=lambda *_: None)
@@ -119,6 +123,10 @@ def test_one_step_on_two_ranks_equals_one_process_with_the_combined_batch(emt_da
     for got0, got1, want in zip(rank0["steps"], rank1["steps"], expected):
         assert torch.equal(got0, got1)  # the ranks stay identical
         torch.testing.assert_close(got0, want, rtol=0, atol=1e-12)
+    mse = Trainer(_config(emt_data, tmp_path / "mse", "training.batch_size=8", "training.loss=mse"),
+                  log=lambda *_: None)
+    mse.train_epoch(1)
+    torch.testing.assert_close(rank0["mse_step"], _params(mse.model), rtol=0, atol=1e-12)
     # The test can tell: a rank training alone on its 4 windows moves elsewhere.
     alone = Trainer(_config(emt_data, tmp_path / "alone", "training.batch_size=4"), log=lambda *_: None)
     alone.train_epoch(1)
