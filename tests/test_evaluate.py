@@ -97,6 +97,24 @@ def test_exploding_model_is_reported_not_raised(trajectories, tmp_path) -> None:
     assert "stopped at step" in report and "| bad | 0/2 |" in report
 
 
+class NaNModel(LennardJones):
+    """Non-finite from the very first force call."""
+
+    def forward(self, graph):
+        return super().forward(graph) * float("nan")
+
+
+def test_non_finite_model_is_reported_in_every_part(trajectories, tmp_path) -> None:
+    options = EvalOptions(long_steps=10, rollout_steps=5, **FAST)
+    m = evaluate({"nan": NaNModel(cutoff=5.0)}, trajectories, tmp_path, options=options)
+    e = m["models"]["nan"]
+    assert e["rollout"]["failed"] == 4 and e["rollout"]["mepa_mean"] is None  # inf is written as null
+    assert e["frames"]["force_mae"] is None
+    assert {r["reason"] for r in e["stability"]["runs"]} == {"nan"} and e["stability"]["hr_mae"] is None
+    assert e["drift"]["drift_meV_per_atom_per_ps"] is None and e["speed"]["steps_per_s"] is None
+    assert "| nan | 0/2 |" in (tmp_path / "report.md").read_text()
+
+
 def test_resume_reuses_finished_parts(trajectories, tmp_path) -> None:
     options = EvalOptions(rollout_steps=10, **FAST)
     first = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="rollout,jaccard", options=options,

@@ -109,7 +109,7 @@ class RolloutErrors:
             species=species,
             mepa=combined,
             per_species=per_species,
-            position_deviation=sums.dev_sum / np.maximum(sums.dev_count, 1),
+            position_deviation=np.where(sums.dev_count > 0, sums.dev_sum / np.maximum(sums.dev_count, 1), np.nan),
             n_windows=sums.n_windows,
             failed=sums.failed,
             species_reduction=species_reduction,

@@ -82,7 +82,7 @@ def make_plots(metrics: dict, out: Path) -> list[str]:
         dev = {n: (np.arange(len(c["position_deviation_A"])) * dt, c["position_deviation_A"]) for n, c in roll.items()}
         files.append(plot_xy(dev, out / "position_deviation.png", "deviation from the reference trajectory",
                              "time (fs)", "mean |x - x_ref| (Å)"))
-    stab = {n: m["stability"] for n, m in models.items() if "stability" in m}
+    stab = {n: m["stability"] for n, m in models.items() if m.get("stability", {}).get("structure")}
     if stab and "stability" in ref:
         rs = ref["stability"]["structure"]
         r = np.asarray(rs["r"])
@@ -99,7 +99,7 @@ def make_plots(metrics: dict, out: Path) -> list[str]:
             for j, run in enumerate(pair["runs"]):
                 curves[f"reference {j}"] = (run["times_fs"], run["distance_A"])
             for n, s in stab.items():
-                for j, run in enumerate(s["tracked"][k]["runs"]):
+                for j, run in enumerate(s["tracked"][k]["runs"] if k < len(s["tracked"]) else []):
                     curves[f"{n} run {j}"] = (run["times_fs"], run["distance_A"])
             files.append(plot_xy(curves, out / f"tracked_{slug(pair['label'])}.png", f"distance {pair['label']}",
                                  "time from the start (fs)", "distance (Å)", hline=pair["threshold_A"]))
@@ -197,7 +197,7 @@ def _stability_section(metrics: dict) -> list[str]:
     for n, s in rows:
         table.append([n, f"{s['stable_runs']}/{s['n_runs']}", _f(s["stability_time_mean_fs"], scale=1e-3),
                       _f(s["stability_time_min_fs"], scale=1e-3), _f(s["hr_mae"]), _f(s["hr_l1"]), _f(s["rdf_mae"]),
-                      *[events(t) for t in s["tracked"]]])
+                      *[events(t) for t in s["tracked"]], *["—"] * (len(tracked) - len(s["tracked"]))])
     lines += _table(header, table)
     failures = [f"- {n}: {r['message']}" for n, s in rows for r in s["runs"] if not r["stable"]]
     return lines + (["", *failures] if failures else [])

@@ -20,7 +20,7 @@ from longmd.evaluation.parts.stability import _drift, read_runs
 def drift(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     """From the NVE stability runs when they ran, else from a dedicated NVE run of ``drift_steps``."""
     stab = entry.get("stability")
-    if stab and stab.get("ensemble") == "nve" and stab["runs"][0].get("drift_meV_per_atom_per_ps") is not None:
+    if stab and stab.get("ensemble") == "nve":
         runs = [r for r in stab["runs"] if r.get("drift_meV_per_atom_per_ps") is not None]
         source = "stability runs"
     else:
@@ -32,10 +32,11 @@ def drift(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
                  dtype=ctx.dtype(model), skin=o.skin, init_velocities="given", min_distance=o.min_distance_A,
                  max_temperature_K=ctx.max_temperature_K, progress=o.progress)
         thermo = read_runs(out_dir, 1)[0]["thermo"]
-        runs = [{"time_fs": float(thermo[-1, 0]), **_drift(thermo, ctx.trajectories[t].n_atoms, "nve")}]
+        runs = [{"time_fs": float(thermo[-1, 0]), **_drift(thermo, ctx.trajectories[t].n_atoms, "nve")}
+                for _ in range(1) if len(thermo) >= 2]
         source = f"NVE run of {o.drift_steps} steps"
-    if not runs or runs[0].get("drift_meV_per_atom_per_ps") is None:
-        return {"source": source, "drift_meV_per_atom_per_ps": None}
+    if not runs:
+        return {"source": source, "drift_meV_per_atom_per_ps": None, "note": "no run lasted two logged frames"}
     drifts = [r["drift_meV_per_atom_per_ps"] for r in runs]
     return {
         "source": source,
@@ -55,15 +56,20 @@ def speed(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     state = ctx.state([ctx.run_starts[0]] * max(1, o.speed_replicas), dtype)
     integrator = make_integrator("nve", ctx.timestep_fs)
     neighbors = VerletNeighbors(model.cutoff, o.skin)
-    state = rollout(model, state, o.speed_warmup, integrator, neighbors, store=False).state
+    def finite(step: int, s) -> bool:  # a blown-up model stops here rather than in the neighbour search
+        return bool(torch.isfinite(s.forces).all())
+
+    state = rollout(model, state, o.speed_warmup, integrator, neighbors, store=False, on_step=finite).state
     _sync(state.device)
     start = time.perf_counter()
-    rollout(model, state, o.speed_steps, integrator, neighbors, store=False)
+    done = rollout(model, state, o.speed_steps, integrator, neighbors, store=False, on_step=finite).steps_done
     _sync(state.device)
     wall = time.perf_counter() - start
-    sps = steps_per_second(o.speed_steps, wall)
+    if done == 0:
+        return {"steps": 0, "steps_per_s": None, "ns_per_day": None, "note": "non-finite forces: not timed"}
+    sps = steps_per_second(done, wall)
     return {
-        "steps": o.speed_steps,
+        "steps": done,
         "replicas": state.n_systems,
         "atoms": state.n_atoms,
         "timed_s": wall,

@@ -36,9 +36,10 @@ def read_runs(out_dir: Path, n_runs: int) -> list[dict[str, np.ndarray]]:
     """Frames (times, positions) and thermo rows of every replica that ``simulate`` wrote to ``out_dir``."""
     runs = [{"thermo": []} for _ in range(n_runs)]
     for r in range(n_runs):
-        frames = ase.io.read(out_dir / f"traj_{r:03d}.traj", ":")
+        path = out_dir / f"traj_{r:03d}.traj"
+        frames = ase.io.read(path, ":") if path.stat().st_size else []  # empty: failed at the first frame
         runs[r]["times_fs"] = np.array([a.info["time_fs"] for a in frames])
-        runs[r]["positions"] = np.stack([a.positions for a in frames])
+        runs[r]["positions"] = np.stack([a.positions for a in frames]) if frames else np.zeros((0, 0, 3))
     with open(out_dir / "thermo.csv") as f:
         rows = list(csv.reader(f))[1:]  # step, time_fs, replica, E_pot, E_kin, E_tot, T (simulate's column order)
     for row in rows:
@@ -138,13 +139,20 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
             "message": stop.message if stop else "",
             **_drift(run_["thermo"], tr.n_atoms, o.ensemble),
         })
+        if len(run_["positions"]) == 0:
+            continue  # no good frame at all
         sets.append((_final(run_["positions"], o.final_fraction), tr.numbers, tr.cell[f], tr.pbc))
         series.append((run_["times_fs"], run_["positions"]))
         cells.append(tr.cell[f])
         pbcs.append(tr.pbc)
-    structure = _structure(sets, ctx)
     ref = ctx.reference["stability"]["structure"]
     times = [x["time_fs"] for x in per_run]
+    if not sets:
+        return {"ensemble": o.ensemble, "steps": o.long_steps, "stable_runs": 0, "n_runs": len(per_run),
+                "stability_time_mean_fs": float(np.mean(times)), "stability_time_min_fs": float(np.min(times)),
+                "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
+                "max_temperature_K": ctx.max_temperature_K}
+    structure = _structure(sets, ctx)
     return {
         "ensemble": o.ensemble,
         "temperature_K": ctx.temperature_K if thermostat else None,
