@@ -13,6 +13,7 @@ from ase.data import chemical_symbols
 from longmd.cli import main
 from longmd.data.splits import split_by_trajectory
 from longmd.evaluation import EvalOptions, TrackedPair, evaluate, parse_parts
+from longmd.evaluation.core import fingerprint
 from longmd.evaluation.heldout import HeldOut
 from longmd.io.read import read_trajectories
 from longmd.models.ase_adapter import ASECalculatorModel
@@ -127,6 +128,13 @@ def test_resume_reuses_finished_parts(trajectories, tmp_path) -> None:
     changed = evaluate({"EMT": model}, trajectories, tmp_path, parts="rollout", options=options.replace(seed=1),
                        specs={"EMT": EMT_SPEC}, resume=True)
     assert model.calls > 0 and "rollout" in changed["models"]["EMT"]
+    lj = wrong_lj()  # without specs, a model fingerprint decides what is reused
+    before = evaluate({"LJ": lj}, trajectories, tmp_path, parts="rollout", options=options)
+    with torch.no_grad():
+        lj.epsilon.mul_(2.0)
+    after = evaluate({"LJ": lj}, trajectories, tmp_path, parts="rollout", options=options, resume=True)
+    assert after["models"]["LJ"]["fingerprint"] != fingerprint(wrong_lj())
+    assert after["models"]["LJ"]["rollout"]["mepa_mean"] != before["models"]["LJ"]["rollout"]["mepa_mean"]
 
 
 def test_jaccard_langevin_stability_drift_and_transport(trajectories, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import time
@@ -61,11 +62,21 @@ def versions(specs: Mapping[str, str | None]) -> dict[str, str]:
     return out
 
 
+def fingerprint(model: nn.Module) -> str:
+    """SHA-1 of a model's class, parameters and buffers (resume only reuses results of the very same model)."""
+    digest = hashlib.sha1(f"{type(model).__name__}({model.extra_repr()})".encode())
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _model_info(model: nn.Module, spec: str | None) -> dict:
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dtype = model_dtype(model)
     return {"spec": spec, "class": type(model).__name__, "n_parameters": n_params, "cutoff_A": model.cutoff,
-            "dtype_saved": None if dtype is None else str(dtype).removeprefix("torch.")}
+            "dtype_saved": None if dtype is None else str(dtype).removeprefix("torch."),
+            "fingerprint": fingerprint(model)}
 
 
 def _previous(out: Path, protocol: dict) -> dict | None:
@@ -126,7 +137,8 @@ def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory
     for name, model in models.items():
         info = _model_info(model, specs.get(name) or getattr(model, "spec", None))
         old = old_models.get(name, {})
-        same = {k: v for k, v in old.items() if k in PARTS} if old.get("spec") == info["spec"] else {}
+        same_model = (old.get("spec"), old.get("fingerprint")) == (info["spec"], info["fingerprint"])
+        same = {k: v for k, v in old.items() if k in PARTS} if same_model else {}
         metrics["models"][name] = {**info, **same}
     ctx.reference = metrics["reference"]
     old_ref = (previous or {}).get("reference", {})
@@ -147,13 +159,14 @@ def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory
         for part, fn in MODEL_PARTS.items():
             if part not in part_list or part in entry:
                 continue
-            prepared = prepared or ctx.prepare(model)
+            if prepared is None:
+                prepared = ctx.prepare(model)
             start = time.perf_counter()
             entry[part] = fn(ctx, name, prepared, entry)
             entry[part]["wall_s"] = time.perf_counter() - start
             report.write_metrics(metrics, out)
     plots = report.make_plots(metrics, out)
-    plots += sorted(p.name for p in out.glob("parity_*.png")) + sorted(p.name for p in out.glob("msd_*.png"))
+    plots += [p for e in metrics["models"].values() for part in PARTS for p in (e.get(part) or {}).get("plots", [])]
     metrics["plots"] = plots
     report.write_metrics(metrics, out)
     report.write_report(metrics, out, plots)

@@ -61,7 +61,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     z = species_z(ctx)
     temps = [float(t) for t in o.temperatures] or [ctx.temperature_K]
     starts = ctx.run_starts
-    per_t = []
+    per_t, plots = [], []
     for k, temp in enumerate(temps):
         out_dir = ctx.out / "runs" / ctx.slug(name) / f"transport_{temp:g}K"
         result = simulate(
@@ -84,10 +84,12 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         dt = float(np.diff(runs[good[0]]["times_fs"][:2])[0])
         res, fit = _diffusion(pos, mask, dt, int(mask.sum()), abs(float(np.linalg.det(tr.cell[f0]))), temp, o.charge)
         res["runs"] = len(good)
-        plot_msd(np.asarray(res["lag_fs"]), np.asarray(res["msd_A2"]),
-                 ctx.out / f"msd_{ctx.slug(name)}_{temp:g}K.png", fit=fit, label=f"{name} {symbol(z)} {temp:g} K")
+        png = ctx.out / f"msd_{ctx.slug(name)}_{temp:g}K.png"
+        path = plot_msd(np.asarray(res["lag_fs"]), np.asarray(res["msd_A2"]), png, fit=fit,
+                        label=f"{name} {symbol(z)} {temp:g} K")
         per_t.append(res)
-    out: dict = {"species": symbol(z), "ensemble": o.transport_ensemble, "temperatures": per_t}
+        plots.append(path.name)
+    out: dict = {"species": symbol(z), "ensemble": o.transport_ensemble, "temperatures": per_t, "plots": plots}
     ok = [r for r in per_t if "D_cm2_per_s" in r and r["D_cm2_per_s"] > 0]
     if len(ok) >= 2:
         t = np.array([r["temperature_K"] for r in ok])
