@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 
-def _key(default: Any, doc: str) -> Any:
+def option(default: Any, doc: str) -> Any:
+    """A dataclass field with a default and a one-line doc (kept in the field's metadata)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
     return field(default=default, metadata={"doc": doc})
@@ -27,56 +28,56 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    paths: list = _key(["example:h2_pd6_graphene"], "trajectory files (any ase.io format); 'example:NAME' = embedded")
-    energy_key: str = _key("energy", "info/calculator key of the total energy (eV)")
-    forces_key: str = _key("forces", "array/calculator key of the forces (eV/Å)")
-    traj_id_key: str = _key("traj_id", "info key splitting one file into trajectories")
-    timestep_fs: Any = _key(None, "timestep of the data in fs, if the files do not carry 'timestep_fs'")
-    split: str = _key("trajectory", "validation split: trajectory | time_blocks | frames (random, conventional)")
-    val_fraction: float = _key(0.125, "fraction held out for validation (trajectories, time or frames)")
-    test_fraction: float = _key(0.125, "fraction of trajectories held out for testing, never trained on")
-    seed: int = _key(0, "seed of the splits")
+    paths: list = option(["example:h2_pd6_graphene"], "trajectory files (any ase.io format); 'example:NAME' = embedded")
+    energy_key: str = option("energy", "info/calculator key of the total energy (eV)")
+    forces_key: str = option("forces", "array/calculator key of the forces (eV/Å)")
+    traj_id_key: str = option("traj_id", "info key splitting one file into trajectories")
+    timestep_fs: Any = option(None, "timestep of the data in fs, if the files do not carry 'timestep_fs'")
+    split: str = option("trajectory", "validation split: trajectory | time_blocks | frames (random, conventional)")
+    val_fraction: float = option(0.125, "fraction held out for validation (trajectories, time or frames)")
+    test_fraction: float = option(0.125, "fraction of trajectories held out for testing, never trained on")
+    seed: int = option(0, "seed of the splits")
 
 
 @dataclass
 class ModelConfig:
-    name: str = _key("egnn", "architecture (egnn)")
-    preset: str = _key("small", "size preset: small (CPU demo) | paper (513,281 parameters)")
-    options: dict = _key({}, "constructor overrides, e.g. {hidden: 64, n_layers: 3, cutoff: 5.0}")
+    name: str = option("egnn", "architecture (egnn)")
+    preset: str = option("small", "size preset: small (CPU demo) | paper (513,281 parameters)")
+    options: dict = option({}, "constructor overrides, e.g. {hidden: 64, n_layers: 3, cutoff: 5.0}")
 
 
 @dataclass
 class TrainingConfig:
-    mode: str = _key("dynamic", "dynamic (S grows 1..s_max through rollouts) | conventional (S = 1 forever)")
-    s_max: int = _key(4, "longest training subsequence (frames) of the curriculum")
-    loss: str = _key("mepa", "mepa (per-species force MAE) | mae | mse (weighted MSE, MACE style)")
-    species_reduction: str = _key("sum", "how per-species force MAEs combine: sum (the DT authors') | mean")
-    energy_weight: float = _key(1.0, "weight of the per-atom energy term at S = 1")
-    force_weight: float = _key(1.0, "weight of the force term (all S)")
-    first_step_weight: float = _key(50.0, "weight of step 0's force term when S > 1 (the others weigh 1)")
-    rollout_gradient: str = _key("full", "full | truncated:K | detached: how far gradients flow back in time")
-    neighbor_update_every: int = _key(1, "reuse each reference neighbour list for k rollout steps")
-    neighbor_skin: float = _key(0.25, "Å added to the cutoff of reference neighbour lists (envelope-safe)")
-    batch_size: int = _key(32, "windows per optimisation step")
-    windows_per_epoch: Any = _key(None, "random subset of training windows per epoch (None = all)")
-    window_stride: int = _key(1, "frames between consecutive training-window starts")
-    lr: float = _key(1e-3, "initial learning rate (Adam)")
-    lr_reset: float = _key(1e-4, "learning rate set when S increases")
-    lr_factor: float = _key(0.33, "ReduceLROnPlateau factor")
-    patience: int = _key(15, "epochs without improvement before the lr drops; at the floor: before S += 1")
-    min_lr: float = _key(2e-6, "learning-rate floor")
-    max_epochs_per_s: Any = _key(None, "cap on epochs spent at one S (None = until converged)")
-    max_epochs: Any = _key(None, "cap on the total number of epochs (None = no cap)")
-    max_minutes: Any = _key(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)")
-    grad_clip: float = _key(1.0, "gradient-norm clip (0 = off)")
-    val_length: int = _key(60, "frames of each validation rollout (the paper: 60)")
-    val_windows: int = _key(16, "number of fixed validation rollouts")
-    val_batch_size: int = _key(64, "validation rollouts run together")
-    dtype: str = _key("float32", "float32 | float64")
-    device: str = _key("auto", "auto | cpu | cuda | cuda:N")
-    seed: int = _key(0, "seed of initialisation, sampling and thermostats")
-    threads: Any = _key(None, "torch CPU threads (None = torch's default)")
-    progress: bool = _key(True, "show progress bars")
+    mode: str = option("dynamic", "dynamic (S grows 1..s_max through rollouts) | conventional (S = 1 forever)")
+    s_max: int = option(4, "longest training subsequence (frames) of the curriculum")
+    loss: str = option("mepa", "mepa (per-species force MAE) | mae | mse (weighted MSE, MACE style)")
+    species_reduction: str = option("sum", "how per-species force MAEs combine: sum (the DT authors') | mean")
+    energy_weight: float = option(1.0, "weight of the per-atom energy term at S = 1")
+    force_weight: float = option(1.0, "weight of the force term (all S)")
+    first_step_weight: float = option(50.0, "weight of step 0's force term when S > 1 (the others weigh 1)")
+    rollout_gradient: str = option("full", "full | truncated:K | detached: how far gradients flow back in time")
+    neighbor_update_every: int = option(1, "reuse each reference neighbour list for k rollout steps")
+    neighbor_skin: float = option(0.25, "Å added to the cutoff of reference neighbour lists (envelope-safe)")
+    batch_size: int = option(32, "windows per optimisation step")
+    windows_per_epoch: Any = option(None, "random subset of training windows per epoch (None = all)")
+    window_stride: int = option(1, "frames between consecutive training-window starts")
+    lr: float = option(1e-3, "initial learning rate (Adam)")
+    lr_reset: float = option(1e-4, "learning rate set when S increases")
+    lr_factor: float = option(0.33, "ReduceLROnPlateau factor")
+    patience: int = option(15, "epochs without improvement before the lr drops; at the floor: before S += 1")
+    min_lr: float = option(2e-6, "learning-rate floor")
+    max_epochs_per_s: Any = option(None, "cap on epochs spent at one S (None = until converged)")
+    max_epochs: Any = option(None, "cap on the total number of epochs (None = no cap)")
+    max_minutes: Any = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)")
+    grad_clip: float = option(1.0, "gradient-norm clip (0 = off)")
+    val_length: int = option(60, "frames of each validation rollout (the paper: 60)")
+    val_windows: int = option(16, "number of fixed validation rollouts")
+    val_batch_size: int = option(64, "validation rollouts run together")
+    dtype: str = option("float32", "float32 | float64")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    seed: int = option(0, "seed of initialisation, sampling and thermostats")
+    threads: Any = option(None, "torch CPU threads (None = torch's default)")
+    progress: bool = option(True, "show progress bars")
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "where the AIMD data comes from"})
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "the potential"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "how it is trained"})
-    out: str = _key("runs/train", "run directory (config, split, logs, checkpoints, plots)")
+    out: str = option("runs/train", "run directory (config, split, logs, checkpoints, plots)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

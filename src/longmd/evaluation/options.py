@@ -7,17 +7,13 @@ on 2 CPU cores). The paper-scale protocol is :func:`paper_scale`: 300-step rollo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from longmd.config import option
 
 PARTS = ("rollout", "frames", "stability", "jaccard", "transport", "drift", "speed")
 DEFAULT_PARTS = ("rollout", "frames", "stability", "jaccard", "drift", "speed")
-
-
-def _opt(default: Any, doc: str) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
 
 
 @dataclass
@@ -33,53 +29,53 @@ class TrackedPair:
 @dataclass
 class EvalOptions:
     # general
-    seed: int = _opt(0, "seed of start choices, thermostat noise and initial velocities")
-    device: str = _opt("cpu", "torch device of the models and the MD")
-    dtype: str = _opt("float64", "float64 (precision is no confound; NVE drift is meaningful) | float32 | model")
-    progress: bool = _opt(True, "tqdm progress bars")
-    threads: int | None = _opt(None, "torch CPU threads during the evaluation (None = torch's setting; 1 is often "
+    seed: int = option(0, "seed of start choices, thermostat noise and initial velocities")
+    device: str = option("cpu", "torch device of the models and the MD")
+    dtype: str = option("float64", "float64 (precision is no confound; NVE drift is meaningful) | float32 | model")
+    progress: bool = option(True, "tqdm progress bars")
+    threads: int | None = option(None, "torch CPU threads during the evaluation (None = torch's setting; 1 is often "
                              "fastest for small systems on shared cores)")
-    species_reduction: str = _opt("sum", "how per-species force MAEs combine into MEPA: sum (the DT authors') | mean")
-    skin: float = _opt(1.0, "Verlet-list skin, Å")
+    species_reduction: str = option("sum", "how per-species force MAEs combine into MEPA: sum (the DT authors') | mean")
+    skin: float = option(1.0, "Verlet-list skin, Å")
     # rollout
-    rollout_steps: int = _opt(300, "steps of each rollout test (capped by the held-out trajectory length)")
-    rollout_starts: int | None = _opt(None, "number of rollout starts (None = one per test trajectory)")
-    batch_size: int = _opt(16, "rollouts (starts) run together")
+    rollout_steps: int = option(300, "steps of each rollout test (capped by the held-out trajectory length)")
+    rollout_starts: int | None = option(None, "number of rollout starts (None = one per test trajectory)")
+    batch_size: int = option(16, "rollouts (starts) run together")
     # frames
-    frames_max: int = _opt(100, "held-out frames scored one by one (spread evenly; 0 = all)")
-    frames_batch: int = _opt(16, "frames per model call")
+    frames_max: int = option(100, "held-out frames scored one by one (spread evenly; 0 = all)")
+    frames_batch: int = option(16, "frames per model call")
     # stability
-    long_steps: int = _opt(1000, "MD steps of each long stability run (the paper: 100 ps)")
-    long_runs: int = _opt(2, "number of long runs (one per test trajectory first, from its first frame)")
-    ensemble: str = _opt("nve", "nve (continues the reference dynamics exactly) | langevin | svr")
-    temperature_K: float | None = _opt(None, "thermostat target (None = mean temperature of the reference)")
-    friction_per_fs: float = _opt(0.01, "Langevin friction, 1/fs")
-    tau_fs: float = _opt(100.0, "SVR relaxation time, fs")
-    record_every: int = _opt(10, "steps between recorded frames of long runs (stability checks run every step)")
-    min_distance_A: float = _opt(0.5, "a run fails when two atoms come closer than this, Å")
-    max_temperature_K: float | None = _opt(None, "a run fails above this temperature (None = factor x reference max)")
-    max_temperature_factor: float = _opt(3.0, "default bound = this x the highest reference temperature")
-    final_fraction: float = _opt(0.2, "last fraction of frames used for h(r) and RDFs (model runs and reference)")
-    r_max: float = _opt(6.0, "range of h(r) and RDFs, Å")
-    n_bins: int = _opt(120, "bins of h(r) and RDFs")
-    track: list[TrackedPair] | None = _opt(None, "tracked atom pairs (None = automatic: see docs/evaluation.md)")
-    event_min_fs: float = _opt(50.0, "an event (distance above its threshold) must last this long, fs")
+    long_steps: int = option(1000, "MD steps of each long stability run (the paper: 100 ps)")
+    long_runs: int = option(2, "number of long runs (one per test trajectory first, from its first frame)")
+    ensemble: str = option("nve", "nve (continues the reference dynamics exactly) | langevin | svr")
+    temperature_K: float | None = option(None, "thermostat target (None = mean temperature of the reference)")
+    friction_per_fs: float = option(0.01, "Langevin friction, 1/fs")
+    tau_fs: float = option(100.0, "SVR relaxation time, fs")
+    record_every: int = option(10, "steps between recorded frames of long runs (stability checks run every step)")
+    min_distance_A: float = option(0.5, "a run fails when two atoms come closer than this, Å")
+    max_temperature_K: float | None = option(None, "a run fails above this temperature (None = factor x reference max)")
+    max_temperature_factor: float = option(3.0, "default bound = this x the highest reference temperature")
+    final_fraction: float = option(0.2, "last fraction of frames used for h(r) and RDFs (model runs and reference)")
+    r_max: float = option(6.0, "range of h(r) and RDFs, Å")
+    n_bins: int = option(120, "bins of h(r) and RDFs")
+    track: list[TrackedPair] | None = option(None, "tracked atom pairs (None = automatic: see docs/evaluation.md)")
+    event_min_fs: float = option(50.0, "an event (distance above its threshold) must last this long, fs")
     # jaccard
-    jaccard_cutoff: float | None = _opt(None, "neighbour radius, Å (None = the largest model cutoff, else 5)")
-    jaccard_max_offset: int = _opt(20, "largest offset k (frames)")
-    jaccard_level: float = _opt(0.95, "similarity level for the neighbor_update_every advice")
-    jaccard_origin_stride: int = _opt(5, "every n-th frame is a time origin")
+    jaccard_cutoff: float | None = option(None, "neighbour radius, Å (None = the largest model cutoff, else 5)")
+    jaccard_max_offset: int = option(20, "largest offset k (frames)")
+    jaccard_level: float = option(0.95, "similarity level for the neighbor_update_every advice")
+    jaccard_origin_stride: int = option(5, "every n-th frame is a time origin")
     # transport
-    transport_species: str | int | None = _opt(None, "species whose MSD is taken (symbol or Z; None = lightest)")
-    temperatures: list[float] = _opt([], "temperatures of the transport runs, K (empty = the reference temperature)")
-    transport_steps: int = _opt(2000, "MD steps per transport run")
-    transport_ensemble: str = _opt("svr", "thermostat of transport runs: svr (gentle on dynamics) | langevin")
-    charge: float = _opt(1.0, "charge of the carriers for Nernst-Einstein, e")
+    transport_species: str | int | None = option(None, "species whose MSD is taken (symbol or Z; None = lightest)")
+    temperatures: list[float] = option([], "temperatures of the transport runs, K (empty = the reference temperature)")
+    transport_steps: int = option(2000, "MD steps per transport run")
+    transport_ensemble: str = option("svr", "thermostat of transport runs: svr (gentle on dynamics) | langevin")
+    charge: float = option(1.0, "charge of the carriers for Nernst-Einstein, e")
     # drift and speed
-    drift_steps: int = _opt(1000, "NVE steps of the drift run (reused from NVE stability runs when they ran)")
-    speed_steps: int = _opt(50, "timed MD steps per model")
-    speed_replicas: int = _opt(1, "systems simulated together in the speed test")
-    speed_warmup: int = _opt(5, "untimed steps before timing")
+    drift_steps: int = option(1000, "NVE steps of the drift run (reused from NVE stability runs when they ran)")
+    speed_steps: int = option(50, "timed MD steps per model")
+    speed_replicas: int = option(1, "systems simulated together in the speed test")
+    speed_warmup: int = option(5, "untimed steps before timing")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
