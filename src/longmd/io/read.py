@@ -116,8 +116,9 @@ def _read_file(path: Path, *, traj_id_key: str, index: Any, **keys: Any) -> list
             if not has_id[k]:
                 raise _err(file, k, traj_id_key, "missing (other frames of this file carry it)")
             groups.setdefault(atoms.info[traj_id_key], []).append(k)
-        return [_build(file, f"{file}::{tid}", frames, idx, **keys) for tid, idx in groups.items()]
-    return [_build(file, file, frames, list(range(len(frames))), **keys)]
+        # Names use the file's base name, so a run's split.json still matches after the data moves.
+        return [_build(file, f"{path.name}::{tid}", frames, idx, **keys) for tid, idx in groups.items()]
+    return [_build(file, path.name, frames, list(range(len(frames))), **keys)]
 
 
 def _build(
