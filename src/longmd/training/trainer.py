@@ -18,6 +18,7 @@ alone writes files.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import resource
@@ -192,9 +193,11 @@ def _peak_memory_mb(device: torch.device) -> float:
 class Trainer:
     """Train a model as ``cfg`` says, in the run directory ``cfg.out``."""
 
-    def __init__(self, cfg: Config, resume: bool = False, log=print) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, log=None) -> None:
         self.out = Path(cfg.out)
         self.main = distributed.is_main()  # rank 0 (or a single process): the one that logs and writes
+        # Epoch lines are flushed at once, so logs redirected to a file (nohup, SLURM) follow the run.
+        log = log or functools.partial(print, flush=True)
         self.log = log = log if self.main else _quiet
         checkpoint_path = self.out / "checkpoint.pt"
         self.checkpoint = None
@@ -543,7 +546,7 @@ def _all(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
     return np.arange(n_frames) if frames is None else np.asarray(frames)
 
 
-def train(cfg: Config, resume: bool = False, log=print) -> TrainResult:
+def train(cfg: Config, resume: bool = False, log=None) -> TrainResult:
     """Train as ``cfg`` says (see :class:`Trainer`); under torchrun, on all its processes."""
     try:
         return Trainer(cfg, resume=resume, log=log).run()
