@@ -58,3 +58,25 @@ def make_emt_trajectories(path, n_traj: int = 4, n_frames: int = 40, timestep_fs
 def emt_data(tmp_path_factory):
     """Path of a small EMT reference dataset (4 trajectories x 40 frames, 32 atoms, 2 fs)."""
     return make_emt_trajectories(tmp_path_factory.mktemp("emt") / "emt.extxyz")
+
+
+def tiny_training_config(data, out, *extra: str):
+    """A training config small enough for tests: tiny EGNN, float64, EMT data split in time blocks."""
+    from longmd.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"data.paths=[{data}]",
+            "data.split=time_blocks",
+            "data.val_fraction=0.25",
+            "data.test_fraction=0.25",
+            "model.options={hidden: 8, n_rff: 8, n_layers: 1}",
+            "training.windows_per_epoch=8",
+            "training.val_length=6",
+            "training.progress=false",
+            "training.dtype=float64",
+            f"out={out}",
+            *extra,
+        ],
+    )

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import tiny_training_config
 from longmd.analysis.rollout_test import RolloutErrors
-from longmd.config import load_config
 from longmd.training import distributed
 from longmd.training import trainer as trainer_module
 from longmd.training.trainer import Trainer
@@ -29,24 +29,8 @@ WORLD = 2
 
 
 def _config(data, out, *extra: str):
-    return load_config(
-        None,
-        [
-            f"data.paths=[{data}]",
-            "data.split=time_blocks",
-            "data.val_fraction=0.25",
-            "data.test_fraction=0.25",
-            "model.options={hidden: 8, n_rff: 8, n_layers: 1}",
-            "training.windows_per_epoch=8",
-            "training.val_length=6",
-            "training.val_windows=3",  # odd: shards of 2 + 1 windows, nothing padded
-            "training.progress=false",
-            "training.dtype=float64",
-            "training.device=cpu",
-            f"out={out}",
-            *extra,
-        ],
-    )
+    # val_windows=3 is odd on purpose: shards of 2 + 1 windows, nothing padded.
+    return tiny_training_config(data, out, "training.val_windows=3", "training.device=cpu", *extra)
 
 
 def _params(model) -> torch.Tensor:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import tiny_training_config
 from longmd.config import ConfigError, load_config
 from longmd.models.io import load_model
 from longmd.training import trainer as trainer_module
@@ -15,24 +16,7 @@ from longmd.training.trainer import Trainer, TrainingDiverged, train
 
 
 def _config(data, out, *extra: str):
-    return load_config(
-        None,
-        [
-            f"data.paths=[{data}]",
-            "data.split=time_blocks",
-            "data.val_fraction=0.25",
-            "data.test_fraction=0.25",
-            "model.options={hidden: 8, n_rff: 8, n_layers: 1}",
-            "training.batch_size=4",
-            "training.windows_per_epoch=8",
-            "training.val_length=6",
-            "training.val_windows=2",
-            "training.progress=false",
-            "training.dtype=float64",
-            f"out={out}",
-            *extra,
-        ],
-    )
+    return tiny_training_config(data, out, "training.batch_size=4", "training.val_windows=2", *extra)
 
 
 def _params(model) -> torch.Tensor:
