@@ -80,3 +80,14 @@ def tiny_training_config(data, out, *extra: str):
             *extra,
         ],
     )
+
+
+def thermalised(atoms_list, temperature_K: float, seed: int = 0):
+    """A batched MD state of ``atoms_list`` with exact Maxwell-Boltzmann momenta at ``temperature_K``."""
+    from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
+
+    state = MDState.from_atoms(atoms_list)
+    gen = torch.Generator().manual_seed(seed)
+    p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, gen, exact=True,
+                                  n_systems=state.n_systems)
+    return state.replace(momenta=p)

@@ -8,6 +8,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.cluster import Icosahedron
 
+from conftest import thermalised
 from longmd.dynamics.integrators import Integrator, VelocityVerlet, make_integrator
 from longmd.dynamics.neighbor_policy import RebuildNeighbors, VerletNeighbors
 from longmd.dynamics.rollout import rollout
@@ -28,14 +29,6 @@ def argon_cluster() -> Atoms:
 
 def smooth_lj() -> LennardJones:
     return LennardJones(epsilon=0.0104, sigma=3.4, cutoff=8.5, r_switch=7.0)
-
-
-def thermalised(atoms_list: list[Atoms], temperature_K: float, seed: int = 0) -> MDState:
-    state = MDState.from_atoms(atoms_list)
-    gen = torch.Generator().manual_seed(seed)
-    p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, gen, exact=True,
-                                  n_systems=state.n_systems)
-    return state.replace(momenta=p)
 
 
 def test_maxwell_boltzmann_zero_momentum_and_temperature() -> None:

@@ -10,22 +10,15 @@ from ase.cluster import Icosahedron
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from conftest import thermalised
 from longmd.data.graph import Graph
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import GivenNeighbors, RebuildNeighbors, VerletNeighbors
 from longmd.dynamics.rollout import parse_gradient, rollout
-from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
+from longmd.dynamics.state import MDState
 from longmd.models.base import EnergyModel, predict
 from longmd.models.lj import LennardJones, quintic_switch
 from longmd.neighbors import batched_neighbor_list
-
-
-def thermalised(atoms_list: list[Atoms], temperature_K: float, seed: int = 0) -> MDState:
-    state = MDState.from_atoms(atoms_list)
-    gen = torch.Generator().manual_seed(seed)
-    p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, gen, exact=True,
-                                  n_systems=state.n_systems)
-    return state.replace(momenta=p)
 
 
 def argon_cluster(n_shells: int = 2) -> Atoms:
