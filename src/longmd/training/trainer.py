@@ -246,6 +246,7 @@ class Trainer:
             )
         if self.checkpoint is None:
             self._center_energies(train_frames)
+        self.train_frames = train_frames
         self.s_max = 1 if t.mode == "conventional" else t.s_max
         self.val_windows = self._validation_windows()
         self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
@@ -446,6 +447,10 @@ class Trainer:
                 torch.cuda.reset_peak_memory_stats(self.device)
             start = time.perf_counter()
             train_loss = self.train_epoch(s)
+            if s > 1:
+                # Rollout losses (S > 1) have no energy term, so the energy offset drifts; per-species reference
+                # energies shift energies only (forces are unchanged), so refitting them keeps energies right.
+                self._center_energies(self.train_frames)
             errors = self.validate()
             val = errors.mean_mepa
             self.scheduler.step(val if math.isfinite(val) else math.inf)
