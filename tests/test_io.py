@@ -13,6 +13,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from _md_data import emt_frames, frames_to_trajectory, wrapped
 from longmd.data.trajectory import Trajectory, unwrap_positions
 from longmd.io import DataError, finite_difference_velocities, read_trajectories
+from longmd.io.read import read_frames
 from longmd.units import fs_to_ase_time
 
 ARRAYS = ("numbers", "masses", "positions", "cell", "pbc", "forces", "energy", "velocities")
@@ -256,3 +257,13 @@ def test_trajectory_validates_shapes(frames) -> None:
     atoms = ref.atoms(4)
     np.testing.assert_allclose(atoms.get_velocities(), ref.velocities[4], atol=1e-12)
     assert atoms.get_potential_energy() == ref.energy[4]
+
+
+@pytest.mark.parametrize("suffix", [".extxyz.xz", ".extxyz.gz", ".extxyz.bz2"])
+def test_read_frames_of_compressed_files(frames, tmp_path: Path, suffix: str) -> None:
+    """Compressed files are read in memory (ASE's seeking in them is quadratic); the last frame is right."""
+    path = tmp_path / f"run{suffix}"
+    ase.io.write(path, frames)
+    last = read_frames(path, index=-1)
+    assert np.allclose(last.positions, frames[-1].positions)
+    assert len(read_frames(path)) == len(frames)

@@ -67,17 +67,17 @@ def _add_simulate(sub) -> None:
 
 
 def cmd_simulate(args) -> int:
-    import ase.io
     import torch
 
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
+    from longmd.io.read import read_frames
     from longmd.models.io import load_model
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     model = load_model(args.model, device=args.device)
-    atoms = ase.io.read(resolve(args.init), index=-1)
+    atoms = read_frames(resolve(args.init), index=-1)
     result = simulate(
         model, atoms, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
         temperature_K=args.temperature_K, friction_per_fs=args.friction_per_fs, tau_fs=args.tau_fs,

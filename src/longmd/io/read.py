@@ -83,12 +83,13 @@ def read_trajectories(
 _OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
 
 
-def _ase_read(path: Path, index: Any) -> Atoms | list[Atoms]:
+def read_frames(path: PathLike, index: Any = ":") -> Atoms | list[Atoms]:
     """``ase.io.read``; compressed files are decompressed into memory first.
 
     ASE seeks inside compressed streams frame by frame, which makes reading every frame of an .xz file
     quadratic in its length (minutes for the embedded example, seconds this way).
     """
+    path = Path(path)
     opener = _OPENERS.get(path.suffix)
     if opener is None:
         return ase.io.read(path, index=index)
@@ -102,7 +103,7 @@ def _read_file(path: Path, *, traj_id_key: str, index: Any, **keys: Any) -> list
     if not path.is_file():
         raise _err(file, None, None, "file not found")
     try:
-        frames = _ase_read(path, index)
+        frames = read_frames(path, index)
     except Exception as exc:  # ASE raises many kinds of errors for unreadable files
         raise _err(file, None, None, f"cannot read ({type(exc).__name__}: {exc})") from exc
     if isinstance(frames, Atoms):
