@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from longmd.atomic import atomic_write
 from longmd.data.trajectory import Trajectory
 from longmd.neighbors import neighbor_list
 
@@ -150,24 +150,9 @@ def _build(trajectories: Sequence[Trajectory], cutoff: float, key: str, progress
 
 def _save(nl: ReferenceNeighbors, path: Path) -> None:
     """Write atomically (temporary file + rename) so a killed run never leaves a broken cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                key=np.array(nl.key),
-                cutoff=np.array(nl.cutoff),
-                i=nl.i,
-                j=nl.j,
-                shifts=nl.shifts,
-                offsets=nl.offsets,
-                frame_start=nl.frame_start,
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    arrays = {"key": np.array(nl.key), "cutoff": np.array(nl.cutoff), "i": nl.i, "j": nl.j, "shifts": nl.shifts,
+              "offsets": nl.offsets, "frame_start": nl.frame_start}
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _load(path: Path, key: str) -> ReferenceNeighbors | None:

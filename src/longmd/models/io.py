@@ -7,13 +7,12 @@ map_location="cpu")`` reads it on any machine (with or without a GPU) and no pic
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from longmd.atomic import atomic_torch_save
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 
@@ -58,16 +57,7 @@ def save_model(model: EnergyModel, path: str | Path, metadata: dict[str, Any] | 
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": json.dumps(metadata or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
