@@ -131,7 +131,8 @@ def dt_step(args, device) -> list[dict]:
             trainer = _trainer(config, device, args.s_max, Path(tmp))
             batch = args.batch or trainer.cfg.training.batch_size
             for s in range(1, args.s_max + 1):
-                windows = trainer.train_windows(s)[:: max(1, len(trainer.train_windows(s)) // batch)][:batch]
+                candidates = trainer.train_windows(s)
+                windows = candidates[:: max(1, len(candidates) // batch)][:batch]
                 times = []
                 for rep in range(args.reps + 1):
                     if device.type == "cuda":

@@ -16,7 +16,7 @@ import torch
 from ase.cell import Cell
 from torch import Tensor
 
-from longmd.data.graph import Graph
+from longmd.data.graph import Graph, move_tensor
 from longmd.data.reference_neighbors import ReferenceNeighbors
 from longmd.data.trajectory import Trajectory, unwrap_positions
 from longmd.data.windows import Window
@@ -76,18 +76,13 @@ class WindowBatch:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> WindowBatch:
         """Move to a device; floating tensors are cast to ``dtype`` when given."""
 
-        def move(t: Tensor) -> Tensor:
-            if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
-            return t.to(device) if device is not None else t
-
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "edges":
-                value = [(move(e), move(s)) for e, s in value]
+                value = [(move_tensor(e, device, dtype), move_tensor(s, device, dtype)) for e, s in value]
             elif isinstance(value, Tensor):
-                value = move(value)
+                value = move_tensor(value, device, dtype)
             out[f.name] = value
         return WindowBatch(**out)
 

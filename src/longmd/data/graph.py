@@ -54,13 +54,14 @@ class Graph:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
         """Move to a device; floating fields are cast to ``dtype`` when given."""
-        out = {}
-        for f in fields(self):
-            t: Tensor = getattr(self, f.name)
-            if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
-            out[f.name] = t.to(device) if device is not None else t
-        return Graph(**out)
+        return Graph(**{f.name: move_tensor(getattr(self, f.name), device, dtype) for f in fields(self)})
+
+
+def move_tensor(t: Tensor, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    """``t`` on ``device``; cast to ``dtype`` only if it is floating point (indices stay integers)."""
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    return t.to(device) if device is not None else t
 
 
 def edge_vectors(positions: Tensor, cell: Tensor, system: Tensor, edge_index: Tensor, shifts: Tensor) -> Tensor:

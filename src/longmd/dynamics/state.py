@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from torch import Tensor
 
+from longmd.data.graph import move_tensor
 from longmd.units import KB_EV_PER_K
 
 
@@ -88,12 +89,7 @@ class MDState:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> MDState:
         """Move to a device; floating fields are cast to ``dtype`` when given."""
 
-        def move(t: Tensor) -> Tensor:
-            if dtype is not None and t.is_floating_point():
-                t = t.to(dtype)
-            return t.to(device) if device is not None else t
-
-        return self.map(move)
+        return self.map(lambda t: move_tensor(t, device, dtype))
 
     def map(self, fn) -> MDState:
         """Apply ``fn`` to every tensor field (None stays None)."""
