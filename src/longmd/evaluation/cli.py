@@ -132,9 +132,9 @@ def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | P
 
     ``cfg`` is the run's training config (its ``data`` section says how to read the data).
     """
-    d = cfg.data
-    trajectories = read_trajectories([resolve(p) for p in d.paths], energy_key=d.energy_key, forces_key=d.forces_key,
-                                     traj_id_key=d.traj_id_key, timestep_fs=d.timestep_fs)
+    from longmd.training.trainer import load_data
+
+    trajectories = load_data(cfg)
     device = cfg.training.device if cfg.training.device not in (None, "auto") else "cpu"
     # One torch thread: a 57-atom system gains nothing from intra-op threads, and they stall on shared cores.
     options = options or EvalOptions(device=device, threads=1)
