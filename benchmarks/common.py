@@ -30,7 +30,7 @@ def environment() -> dict:
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("numpy", "ase", "vesin", "longmd", "mace"):
+    for name in ("numpy", "ase", "vesin_torch", "longmd", "mace", "e3nn"):
         with contextlib.suppress(Exception):  # optional packages
             versions[name] = __import__(name).__version__
     return {

@@ -120,3 +120,33 @@ def test_rejects_bad_input() -> None:
         neighbor_list(bad, cell, pbc, cutoff)
     with pytest.raises(ValueError, match="zero cell vector"):
         neighbor_list(pos, np.diag([3.0, 3.0, 0.0]), True, cutoff)
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_list_is_built_on_the_device(device: str) -> None:
+    """GPU rollouts search neighbours on the GPU (vesin-torch) and get the same sorted pairs as the CPU."""
+    names = ("triclinic", "slab (pbc T T F, zero c vector)", "two atoms, cell smaller than cutoff")
+    systems = [_case(n) for n in names]
+    positions = torch.tensor(np.concatenate([s[0] for s in systems]), device=device)
+    cell = torch.tensor(np.stack([s[1] for s in systems]), device=device)
+    pbc = torch.tensor(np.stack([s[2] for s in systems]), device=device)
+    system = torch.repeat_interleave(torch.arange(3), torch.tensor([len(s[0]) for s in systems])).to(device)
+    edge_index, shifts = batched_neighbor_list(positions, cell, pbc, system, 4.0)
+    assert edge_index.device == positions.device and shifts.device == positions.device
+    start, expected = 0, []
+    for pos, c, p, _ in systems:
+        i, j, S = neighbor_list(pos, c, p, 4.0)
+        expected.append(np.concatenate([np.stack([i + start, j + start]), S.T]))
+        start += len(pos)
+    got = torch.cat([edge_index, shifts.T.long()]).cpu().numpy()
+    np.testing.assert_array_equal(got, np.concatenate(expected, axis=1))
+
+
+def test_empty_and_single_atom_lists() -> None:
+    i, j, S = neighbor_list(np.zeros((1, 3)), np.zeros((3, 3)), False, 3.0)
+    assert i.shape == (0,) and S.shape == (0, 3)
+    i, j, S = neighbor_list(np.zeros((0, 3)), np.eye(3) * 4.0, True, 3.0)
+    assert i.shape == (0,) and S.shape == (0, 3)

@@ -48,7 +48,7 @@ def parse_parts(parts: str | Sequence[str] | None) -> list[str]:
 
 def versions(specs: Mapping[str, str | None]) -> dict[str, str]:
     """Versions of Python, longmd, torch, ASE, numpy and of the packages behind ASE calculator specs."""
-    names = ["longmd", "torch", "ase", "numpy", "vesin"]
+    names = ["longmd", "torch", "ase", "numpy", "vesin_torch"]
     for spec in specs.values():
         if spec and spec.startswith("ase:"):
             names.append(spec[4:].split(":")[0].split(".")[0])
