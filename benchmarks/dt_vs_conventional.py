@@ -20,6 +20,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs"
 
 
 def _overrides(args, out: Path, *extra: str) -> list[str]:
-    base = [f"out={out}", f"training.device={args.device}", "training.progress=false",
+    base = [f"out={out}", f"training.device={args.device}", "training.progress=false", f"training.seed={args.seed}",
             f"training.max_epochs_per_s={args.epochs_per_s}", f"training.max_minutes={args.minutes}"]
     if args.data:
         base.append(f"data.paths=[{','.join(args.data)}]")
@@ -67,10 +68,10 @@ def train_variants(args) -> dict[str, dict]:
     return runs
 
 
-def train_mace(args, trajectories, split) -> dict | None:
+def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
     """MACE from scratch through ``mace_run_train`` (no foundation model, nothing downloaded)."""
-    exe = shutil.which("mace_run_train")
-    if exe is None:
+    exe = shutil.which("mace_run_train") or shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
+    if exe is None or args.no_mace:
         return None
     import ase.io
 
@@ -84,11 +85,13 @@ def train_mace(args, trajectories, split) -> dict | None:
         atoms.calc = None
     ase.io.write(out / "train.xyz", frames)
     cmd = [exe, "--name=mace", f"--train_file={out / 'train.xyz'}", "--valid_fraction=0.05",
-           "--E0s=average", "--model=MACE", "--num_channels=32", "--max_L=1", "--r_max=5.0",
-           f"--max_num_epochs={args.mace_epochs}", "--batch_size=8", f"--device={args.device}",
-           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", "--seed=0"]
+           "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",
+           f"--r_max={cutoff}", f"--max_num_epochs={args.mace_epochs}", "--batch_size=8", f"--device={args.device}",
+           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={args.seed}"]
+    start = time.perf_counter()
     subprocess.run(cmd, cwd=out, check=True)
-    return {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs}
+    return {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs,
+            "train_minutes": (time.perf_counter() - start) / 60}
 
 
 def test_windows(trajectories, split, steps: int, per_traj: int, seed: int) -> list[Window]:
@@ -116,24 +119,29 @@ def main(argv=None) -> None:
     parser.add_argument("--minutes", type=float, default=15.0, help="budget: wall minutes per model")
     parser.add_argument("--rollout-steps", type=int, default=300)
     parser.add_argument("--starts-per-trajectory", type=int, default=4)
-    parser.add_argument("--mace-epochs", type=int, default=50)
+    parser.add_argument("--mace-epochs", type=int, default=50, help="budget of (d): mace_run_train epochs")
+    parser.add_argument("--mace-channels", type=int, default=32)
+    parser.add_argument("--mace-max-l", type=int, default=1)
+    parser.add_argument("--no-mace", action="store_true", help="skip (d) even when mace-torch is installed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], help="extra config override SECTION.KEY=VALUE")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
+    parser.add_argument("--test-seed", type=int, default=0, help="seed of the test rollout starts (keep fixed)")
     args = parser.parse_args(argv)
 
     runs = train_variants(args)
     cfg = load_config(CONFIGS / f"{args.config}.yaml", _overrides(args, args.out / "eval"))
     trajectories = load_data(cfg)
     split = make_split(cfg, trajectories)
-    mace = train_mace(args, trajectories, split)
-    windows = test_windows(trajectories, split, args.rollout_steps, args.starts_per_trajectory, args.seed)
+    mace = train_mace(args, trajectories, split, load_model(runs["conventional"]["model"]).cutoff)  # same r_max
+    windows = test_windows(trajectories, split, args.rollout_steps, args.starts_per_trajectory, args.test_seed)
     device = torch.device(args.device)
     models = {name: load_model(run["model"], device=str(device)) for name, run in runs.items()}
     if mace:
-        from longmd.models.ase_adapter import model_from_spec
+        from longmd.models.mace import MACEModel
 
-        models["mace"] = model_from_spec(f"ase:mace.calculators:MACECalculator?model_paths={mace['model']}")
+        models["mace"] = MACEModel.from_file(mace["model"], device=device).float()
+        mace["parameters"] = models["mace"].n_parameters()
     results, curves = {}, {}
     for name, model in models.items():
         errors = rollout_errors(model, trajectories, windows, batch_size=len(windows), device=device)
@@ -156,6 +164,7 @@ def main(argv=None) -> None:
     (args.out / "table.md").write_text(table + "\n")
     print("\n" + table)
     budgets = {"epochs_per_s": args.epochs_per_s, "minutes_per_model": args.minutes, "config": args.config,
+               "seed": args.seed, "test_seed": args.test_seed, "mace_epochs": args.mace_epochs if mace else None,
                "s_max": args.s_max, "rollout_steps": windows[0].length - 1, "test_windows": len(windows)}
     for run in runs.values():
         run.pop("records")
@@ -168,7 +177,7 @@ def _table(results, runs, mace, windows) -> str:
             "", "| model | rollout MEPA (eV/Å) | final position deviation (Å) | failed | train minutes |",
             "|---|---|---|---|---|"]
     for name, r in results.items():
-        minutes = runs[name]["train_minutes"] if name in runs else float("nan")
+        minutes = runs[name]["train_minutes"] if name in runs else (mace or {}).get("train_minutes", float("nan"))
         rows.append(f"| {name} | {r['mepa_mean']:.4f} | {r['position_deviation_final_A']:.3f} | {r['failed']} | "
                     f"{minutes:.1f} |")
     return "\n".join(rows)

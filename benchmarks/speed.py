@@ -2,8 +2,8 @@
 
 Parts (``--parts``):
   md    MD throughput (steps/s, ns/day) of EGNN presets for 1..128 batched replicas, against ASE's
-        VelocityVerlet driving the same model through LongMDCalculator (and MACE, when installed and
-        ``--mace-model`` is given);
+        VelocityVerlet driving the same model through LongMDCalculator; with ``--mace-model FILE``
+        (mace-torch) the same for MACE: batched through longmd.models.mace, ASE loop through MACECalculator;
   dt    time and peak memory of one DT training step (loss + backward) vs S, for the demo and paper configs;
   data  neighbour-list building and window batching time per epoch, beside the model step, so the
         bottleneck is visible.
@@ -71,16 +71,32 @@ def _ase_rate(calculator, atoms, steps: int, timestep_fs: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
+def _md_models(args, species, device):
+    """(name, model, ASE calculator of the same network) for each EGNN preset and the MACE file, if any."""
+    for preset in args.presets:
+        model = EGNN.from_preset(preset, species).to(device=device, dtype=torch.float32).eval()
+        yield f"egnn-{preset}", model, LongMDCalculator(model, device=str(device), dtype="float32")
+    if args.mace_model:
+        from mace.calculators import MACECalculator  # mace-torch: `pip install -e .[mace]`
+
+        from longmd.models.mace import MACEModel
+
+        model = MACEModel.from_file(args.mace_model, device=device).float()
+        yield "mace", model, MACECalculator(model_paths=args.mace_model, device=str(device), default_dtype="float32")
+
+
 def md_throughput(args, device) -> list[dict]:
     trajectories, atoms = _example_atoms()
     timestep = trajectories[0].timestep_fs
     species = sorted({int(z) for z in atoms.numbers})
     rows = []
-    for preset in args.presets:
-        model = EGNN.from_preset(preset, species).to(device=device, dtype=torch.float32).eval()
-        ase_rate = _ase_rate(LongMDCalculator(model, device=str(device), dtype="float32"), atoms, args.steps, timestep)
-        row = {"model": f"egnn-{preset}", "parameters": model.n_parameters(), "ase_loop_steps_per_s": ase_rate,
-               "ase_loop_ns_per_day": ase_rate * timestep * 86400 / 1e6, "batched": {}}
+    for name, model, calculator in _md_models(args, species, device):
+        ase_rate = _ase_rate(calculator, atoms, args.steps, timestep)
+        row = {"model": name, "parameters": model.n_parameters(), "cutoff_A": model.cutoff,
+               "ase_loop_steps_per_s": ase_rate, "ase_loop_ns_per_day": ase_rate * timestep * 86400 / 1e6,
+               "batched": {}}
+        if name == "mace":
+            row["file"] = args.mace_model
         for replicas in args.replicas:
             rate = _md_rate(model, atoms, replicas, args.steps, device, torch.float32, timestep)
             row["batched"][str(replicas)] = {
@@ -89,18 +105,15 @@ def md_throughput(args, device) -> list[dict]:
                 "ns_per_day_per_replica": rate / replicas * timestep * 86400 / 1e6,
                 "speedup_vs_ase_loop": rate / ase_rate,
             }
-            print(f"{preset:6s} R={replicas:4d}: {rate:9.1f} replica-steps/s ({rate / ase_rate:6.1f}x the ASE loop)")
+            print(f"{name:11s} R={replicas:4d}: {rate:9.1f} replica-steps/s ({rate / ase_rate:6.1f}x its ASE loop)")
         rows.append(row)
-    if args.mace_model:
-        try:
-            from mace.calculators import MACECalculator
-        except ImportError:
-            rows.append({"model": "mace", "skipped": "mace-torch is not installed"})
-        else:
-            calc = MACECalculator(model_paths=args.mace_model, device=str(device), default_dtype="float32")
-            rate = _ase_rate(calc, atoms, args.steps, timestep)
-            rows.append({"model": "mace", "file": args.mace_model, "ase_loop_steps_per_s": rate,
-                         "ase_loop_ns_per_day": rate * timestep * 86400 / 1e6})
+    mace = next((r for r in rows if r["model"] == "mace"), None)
+    for row in rows:
+        if mace and row is not mace:
+            rate = {r: v["replica_steps_per_s"] for r, v in mace["batched"].items()}
+            row["speed_vs_mace"] = {r: v["replica_steps_per_s"] / rate[r]
+                                    for r, v in row["batched"].items() if r in rate}
+            row["speed_vs_mace"]["ase_loop"] = row["ase_loop_steps_per_s"] / mace["ase_loop_steps_per_s"]
     return rows
 
 

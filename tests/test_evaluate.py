@@ -207,7 +207,8 @@ def test_cli_end_to_end(emt_data, trajectories, tmp_path, capsys) -> None:
         ("ase:no_such_module_abc:Calc", "cannot import 'no_such_module_abc'"),
         ("ase:ase.calculators.emt:Nope", "has no attribute 'Nope'"),
         ("missing_model.pt", "model file not found"),
-        ("mace:small", "ASE calculators are given as"),
+        ("mace:small", "MACE model file not found: small"),
+        ("egnn:small", "not a file; give a longmd model file, 'mace:PATH' or an ASE calculator"),
     ],
 )
 def test_cli_bad_model_specs(emt_data, tmp_path, capsys, model: str, message: str) -> None:

@@ -42,7 +42,7 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="run MD with a trained model (docs/dynamics.md)",
                        description="Batched MD of R replicas of a structure; writes OUT/thermo.csv, "
                        "traj_XXX.extxyz/.traj, thermo.png and summary.json (docs/dynamics.md).")
-    p.add_argument("model", help="saved longmd model (.pt)")
+    p.add_argument("model", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value")
     p.add_argument("init", help="initial structure: any ase.io file (last frame used) or example:NAME")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--timestep-fs", type=float, default=0.5)
@@ -72,11 +72,11 @@ def cmd_simulate(args) -> int:
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
     from longmd.io.read import read_frames
-    from longmd.models.io import load_model
+    from longmd.models.io import open_model
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
-    model = load_model(args.model, device=args.device)
+    model = open_model(args.model, device=args.device)
     atoms = read_frames(resolve(args.init), index=-1)
     result = simulate(
         model, atoms, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
@@ -99,7 +99,7 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--data", action="append", required=True, help="reference trajectories (repeatable; example:NAME)")
     p.add_argument("--model", action="append", required=True,
-                   help="longmd model file or ASE calculator spec 'ase:module:Class?key=value' (repeatable)")
+                   help="longmd model file, 'mace:PATH' or ASE calculator 'ase:module:Class?key=value' (repeatable)")
     p.add_argument("--name", action="append", help="label of each --model, in order")
     p.add_argument("--split", help="split.json of a training run: evaluate on its test trajectories (else all data)")
     p.add_argument("--out", default="runs/evaluate")

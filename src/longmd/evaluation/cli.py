@@ -15,13 +15,14 @@ from longmd.evaluation.core import evaluate
 from longmd.evaluation.options import EvalOptions, TrackedPair, paper_scale
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
-from longmd.models.ase_adapter import PREFIX, ASECalculatorModel, ModelSpecError
-from longmd.models.io import load_model
+from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
+from longmd.models.io import load_model, open_model
+from longmd.models.mace import PREFIX as MACE_PREFIX
 
 
 def load_models(specs: Sequence[str], names: Sequence[str] | None = None, device: str = "cpu",
                 ase_cutoff: float = 5.0) -> dict[str, nn.Module]:
-    """``{name: model}`` from longmd model files and ``ase:module:Name?key=value`` specs.
+    """``{name: model}`` from longmd model files, ``mace:PATH`` and ``ase:module:Name?key=value`` specs.
 
     Names default to the file stem (with its folder when stems repeat) or the calculator's name.
     """
@@ -29,17 +30,13 @@ def load_models(specs: Sequence[str], names: Sequence[str] | None = None, device
         raise ValueError(f"{len(names)} --name for {len(specs)} --model: give one name per model or none")
     models: dict[str, nn.Module] = {}
     for k, spec in enumerate(specs):
-        if spec.startswith(PREFIX):
-            model = ASECalculatorModel.from_spec(spec, cutoff=ase_cutoff)
-            default = spec[len(PREFIX):].split("?")[0].split(":")[-1]
-        elif ":" in spec and not Path(spec).exists() and not spec.startswith("example:"):
-            raise ModelSpecError(f"model {spec!r}: not a file; ASE calculators are given as "
-                                 "'ase:module.path:Name?key=value' (e.g. 'ase:ase.calculators.emt:EMT')")
+        model = open_model(spec, device=device, ase_cutoff=ase_cutoff)
+        if spec.startswith(ASE_PREFIX):
+            default = spec[len(ASE_PREFIX):].split("?")[0].split(":")[-1]
         else:
-            model = load_model(resolve(spec), device=device)
-            default = Path(spec).stem
+            default = Path(spec.removeprefix(MACE_PREFIX)).stem
             if any(Path(s).stem == default for j, s in enumerate(specs) if j != k):
-                default = f"{Path(spec).parent.name}/{default}"
+                default = f"{Path(spec.removeprefix(MACE_PREFIX)).parent.name}/{default}"
         name = names[k] if names else default
         if name in models:
             raise ValueError(f"two models are named {name!r}: use --name to label them")

@@ -93,6 +93,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> EnergyMo
     return model.to(device=device).eval()
 
 
+def open_model(spec: str, device: str | torch.device = "cpu", ase_cutoff: float = 5.0) -> torch.nn.Module:
+    """Any model a command line names: a longmd model file (or ``example:NAME``), ``mace:PATH`` (a model
+    saved by ``mace_run_train``) or ``ase:module:Name?key=value`` (an ASE calculator, see
+    :mod:`longmd.models.ase_adapter`)."""
+    from longmd.examples import resolve
+    from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
+    from longmd.models.ase_adapter import ASECalculatorModel, ModelSpecError
+    from longmd.models.mace import PREFIX as MACE_PREFIX
+
+    if spec.startswith(ASE_PREFIX):
+        return ASECalculatorModel.from_spec(spec, cutoff=ase_cutoff)
+    if spec.startswith(MACE_PREFIX):
+        from longmd.models.mace import load_mace
+
+        return load_mace(spec, device=device)
+    if ":" in spec and not Path(spec).exists() and not spec.startswith("example:"):
+        raise ModelSpecError(f"model {spec!r}: not a file; give a longmd model file, 'mace:PATH' or an ASE "
+                             "calculator 'ase:module.path:Name?key=value' (e.g. 'ase:ase.calculators.emt:EMT')")
+    return load_model(resolve(spec), device=device)
+
+
 def load_metadata(path: str | Path) -> dict[str, Any]:
     """The ``metadata`` dict stored by :func:`save_model`."""
     return json.loads(read_model_file(path).get("metadata", "{}"))
