@@ -24,8 +24,9 @@ def environment() -> dict:
                 break
     except OSError:
         pass
+    commit = os.environ.get("LONGMD_GIT_COMMIT")  # set where the tree was copied without .git (a GPU box)
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+        commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"

@@ -2,7 +2,7 @@
 
 Parts (``--parts``):
   md    MD throughput (steps/s, ns/day) of EGNN presets for 1..128 batched replicas, against ASE's
-        VelocityVerlet driving the same model through LongMDCalculator; with ``--mace-model FILE``
+        VelocityVerlet driving the same model through LongMDCalculator; with ``--mace-channels 32,128``
         (mace-torch) the same for MACE: batched through longmd.models.mace, ASE loop through MACECalculator;
   dt    time and peak memory of one DT training step (loss + backward) vs S, for the demo and paper configs;
   data  neighbour-list building and window batching time per epoch, beside the model step, so the
@@ -72,17 +72,22 @@ def _ase_rate(calculator, atoms, steps: int, timestep_fs: float) -> float:
 
 
 def _md_models(args, species, device):
-    """(name, model, ASE calculator of the same network) for each EGNN preset and the MACE file, if any."""
+    """(name, model, ASE calculator of the same network) for each EGNN preset and each MACE size asked for."""
     for preset in args.presets:
         model = EGNN.from_preset(preset, species).to(device=device, dtype=torch.float32).eval()
         yield f"egnn-{preset}", model, LongMDCalculator(model, device=str(device), dtype="float32")
-    if args.mace_model:
-        from mace.calculators import MACECalculator  # mace-torch: `pip install -e .[mace]`
+    if args.mace_channels:
+        from mace.calculators import MACECalculator
 
-        from longmd.models.mace import MACEModel
+        from longmd.models.mace import build_mace
 
-        model = MACEModel.from_file(args.mace_model, device=device).float()
-        yield "mace", model, MACECalculator(model_paths=args.mace_model, device=str(device), default_dtype="float32")
+        for channels in args.mace_channels:
+            model = build_mace(species, channels=channels, r_max=args.mace_r_max).to(device=device).float().eval()
+            with tempfile.TemporaryDirectory() as tmp:  # MACECalculator reads the module from a file
+                torch.save(model.module, Path(tmp) / "mace.model")
+                calc = MACECalculator(model_paths=str(Path(tmp) / "mace.model"), device=str(device),
+                                      default_dtype="float32")
+            yield f"mace-{channels}x1o", model, calc
 
 
 def md_throughput(args, device) -> list[dict]:
@@ -95,8 +100,6 @@ def md_throughput(args, device) -> list[dict]:
         row = {"model": name, "parameters": model.n_parameters(), "cutoff_A": model.cutoff,
                "ase_loop_steps_per_s": ase_rate, "ase_loop_ns_per_day": ase_rate * timestep * 86400 / 1e6,
                "batched": {}}
-        if name == "mace":
-            row["file"] = args.mace_model
         for replicas in args.replicas:
             rate = _md_rate(model, atoms, replicas, args.steps, device, torch.float32, timestep)
             row["batched"][str(replicas)] = {
@@ -107,13 +110,14 @@ def md_throughput(args, device) -> list[dict]:
             }
             print(f"{name:11s} R={replicas:4d}: {rate:9.1f} replica-steps/s ({rate / ase_rate:6.1f}x its ASE loop)")
         rows.append(row)
-    mace = next((r for r in rows if r["model"] == "mace"), None)
+    maces = [r for r in rows if r["model"].startswith("mace")]
     for row in rows:
-        if mace and row is not mace:
+        row["speed_vs_mace"] = {}
+        for mace in maces if not row["model"].startswith("mace") else []:
             rate = {r: v["replica_steps_per_s"] for r, v in mace["batched"].items()}
-            row["speed_vs_mace"] = {r: v["replica_steps_per_s"] / rate[r]
-                                    for r, v in row["batched"].items() if r in rate}
-            row["speed_vs_mace"]["ase_loop"] = row["ase_loop_steps_per_s"] / mace["ase_loop_steps_per_s"]
+            ratios = {r: v["replica_steps_per_s"] / rate[r] for r, v in row["batched"].items() if r in rate}
+            ratios["ase_loop"] = row["ase_loop_steps_per_s"] / mace["ase_loop_steps_per_s"]
+            row["speed_vs_mace"][mace["model"]] = ratios
     return rows
 
 
@@ -217,7 +221,9 @@ def main(argv=None) -> None:
     parser.add_argument("--s-max", type=int, default=4)
     parser.add_argument("--batch", type=int, default=None, help="DT step batch (default: the config's)")
     parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--mace-model", default=None, help="a MACE model file to compare with (mace-torch)")
+    parser.add_argument("--mace-channels", default="", help="compare with MACE of these channel counts, e.g. 32,128 "
+                        "(mace_run_train defaults otherwise, max_L 1, random weights; needs mace-torch)")
+    parser.add_argument("--mace-r-max", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -225,6 +231,7 @@ def main(argv=None) -> None:
     args.presets = args.presets.split(",")
     args.replicas = [int(r) for r in args.replicas.split(",")]
     args.configs = args.configs.split(",")
+    args.mace_channels = [int(c) for c in args.mace_channels.split(",") if c]
     device = torch.device(args.device)
     parts = args.parts.split(",")
     result: dict = {"device": str(device)}

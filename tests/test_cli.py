@@ -48,3 +48,15 @@ def test_help_of_every_command(command, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
+
+
+def test_packaged_configs_by_name(tmp_path, monkeypatch) -> None:
+    from longmd.config import ConfigError, load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("paper").model.preset == "paper"
+    assert load_config("demo", ["training.s_max=2"]).training.s_max == 2
+    (tmp_path / "demo").write_text("training:\n  s_max: 7\n")  # a file of that name wins
+    assert load_config("demo").training.s_max == 7
+    with pytest.raises(ConfigError, match="nosuch"):
+        load_config("nosuch")

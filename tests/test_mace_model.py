@@ -20,7 +20,7 @@ mace_modules = pytest.importorskip("mace.modules", reason="mace-torch is not ins
 from e3nn import o3  # noqa: E402  (installed with mace-torch)
 from mace.calculators import MACECalculator  # noqa: E402
 
-from longmd.models.mace import MACEModel, load_mace  # noqa: E402
+from longmd.models.mace import MACEModel, build_mace, load_mace  # noqa: E402
 
 SPECIES = [1, 29, 79]
 
@@ -99,3 +99,19 @@ def test_rejects_unknown_elements_and_non_mace_files(mace_file, tmp_path) -> Non
     torch.save(torch.nn.Linear(2, 2), tmp_path / "linear.model")
     with pytest.raises(TypeError, match="not a MACE model"):
         MACEModel.from_file(tmp_path / "linear.model")
+
+
+def test_build_mace_is_invariant_and_sized_by_channels() -> None:
+    """mace_run_train-like defaults; energy invariant under rotation + translation of a periodic cell."""
+    small, large = build_mace(SPECIES, channels=8), build_mace(SPECIES, channels=16)
+    assert small.cutoff == 5.0 and small.n_parameters() < large.n_parameters()
+    atoms = _systems()[0]
+    rotated = atoms.copy()
+    rotated.rotate(37, "x", rotate_cell=True)
+    rotated.rotate(-61, "z", rotate_cell=True)
+    rotated.translate([0.3, -1.2, 2.0])
+    model = small.double()
+    a = predict(model, _graph([atoms], model.cutoff))
+    b = predict(model, _graph([rotated], model.cutoff))
+    assert a.energy.item() == pytest.approx(b.energy.item(), abs=1e-9)
+    assert a.energy.abs().item() > 1e-6

@@ -143,8 +143,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults) and apply ``section.key=value`` overrides."""
+    """Read a YAML config (or the defaults) and apply ``section.key=value`` overrides.
+
+    ``path`` may also name a packaged config (``demo`` or ``paper``) when no such file exists.
+    """
     raw: dict = {}
+    packaged = Path(__file__).parent / "configs" / f"{path}.yaml"
+    if path is not None and not Path(path).exists() and Path(str(path)).name == str(path) and packaged.is_file():
+        path = packaged
     source = str(path) if path else "<defaults>"
     if path is not None:
         try:

@@ -79,6 +79,28 @@ class MACEModel(EnergyModel):
         return self.module(data, training=self.training, compute_force=False)["energy"]
 
 
+def build_mace(species: list[int], channels: int = 64, max_L: int = 1, r_max: float = 5.0,
+               avg_num_neighbors: float = 20.0, seed: int = 0) -> MACEModel:
+    """A MACE with ``mace_run_train``'s defaults (2 interactions, correlation 3, max_ell 3, 8 Bessel functions,
+    radial MLP [64, 64, 64], readout 16x0e, residual interaction blocks) and hidden irreps
+    ``{channels}x0e + {channels}x1o`` (max_L = 1). Weights are random: for speed and tests, not accuracy."""
+    import numpy as np
+    from e3nn import o3
+    from mace import modules
+
+    irreps = " + ".join(f"{channels}x{ell}{'e' if ell % 2 == 0 else 'o'}" for ell in range(max_L + 1))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    torch.manual_seed(seed)
+    module = modules.ScaleShiftMACE(
+        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=len(species), hidden_irreps=o3.Irreps(irreps),
+        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(species)), avg_num_neighbors=avg_num_neighbors,
+        atomic_numbers=sorted(species), correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64],
+        atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+    )
+    return MACEModel(module)
+
+
 def load_mace(spec: str, device: str | torch.device = "cpu") -> MACEModel:
     """``mace:PATH`` -> :class:`MACEModel` on ``device``."""
     return MACEModel.from_file(spec.removeprefix(PREFIX), device=device)
