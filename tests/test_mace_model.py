@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 
-from conftest import thermalised
+from conftest import thermalised, tiny_training_config
 from longmd.data.graph import Graph
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
@@ -105,6 +105,7 @@ def test_build_mace_is_invariant_and_sized_by_channels() -> None:
     """mace_run_train-like defaults; energy invariant under rotation + translation of a periodic cell."""
     small, large = build_mace(SPECIES, channels=8), build_mace(SPECIES, channels=16)
     assert small.cutoff == 5.0 and small.n_parameters() < large.n_parameters()
+    small.set_reference_energies({1: -1.0, 29: -3.0, 79: -2.0})  # longmd's reference energies add per atom
     atoms = _systems()[0]
     rotated = atoms.copy()
     rotated.rotate(37, "x", rotate_cell=True)
@@ -115,3 +116,28 @@ def test_build_mace_is_invariant_and_sized_by_channels() -> None:
     b = predict(model, _graph([rotated], model.cutoff))
     assert a.energy.item() == pytest.approx(b.energy.item(), abs=1e-9)
     assert a.energy.abs().item() > 1e-6
+
+
+def test_dynamic_training_of_mace_and_reload(emt_data, tmp_path) -> None:
+    """``model.name: mace`` trains with DT (rollouts through MACE, double backward) and saves like the EGNN."""
+    from longmd.models.io import load_model
+    from longmd.training.trainer import train
+
+    cfg = tiny_training_config(emt_data, tmp_path / "run", "model.name=mace", "model.options={channels: 4}",
+                               "training.s_max=2", "training.max_epochs_per_s=2")
+    result = train(cfg)
+    assert [r["S"] for r in result.records] == [1, 1, 2, 2]
+    assert all(np.isfinite(r["val_mepa"]) for r in result.records)
+    assert result.records[-1]["val_mepa"] < result.records[0]["val_mepa"]  # it learns
+    model = load_model(result.best_model)
+    assert isinstance(model, MACEModel) and model.hyperparameters()["channels"] == 4
+    graph = _graph([_emt_atoms(emt_data)], model.cutoff)
+    trainer_model = load_model(tmp_path / "run" / "best.pt")
+    assert torch.equal(predict(model, graph).forces, predict(trainer_model, graph).forces)
+    assert abs(predict(model, graph).energy.item() - _emt_atoms(emt_data).get_potential_energy()) < 1.0
+
+
+def _emt_atoms(path):
+    from ase.io import read
+
+    return read(path, index=0)

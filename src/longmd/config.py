@@ -41,9 +41,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = option("egnn", "architecture (egnn)")
-    preset: str = option("small", "size preset: small (CPU demo) | paper (513,281 parameters)")
-    options: dict = option({}, "constructor overrides, e.g. {hidden: 64, n_layers: 3, cutoff: 5.0}")
+    name: str = option("egnn", "architecture: egnn | mace (needs mace-torch)")
+    preset: str = option("small", "size preset; egnn: small (CPU demo) | paper (513,281 parameters); "
+                         "mace: small | medium | large (16, 64, 128 channels)")
+    options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, cutoff: 5.0}, "
+                           "mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
 
 
 @dataclass

@@ -15,10 +15,11 @@ import torch
 from longmd.atomic import atomic_torch_save
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
+from longmd.models.mace import MACEModel
 
 FORMAT_VERSION = 1
 
-MODEL_CLASSES: dict[str, type[EnergyModel]] = {"egnn": EGNN}
+MODEL_CLASSES: dict[str, type[EnergyModel]] = {"egnn": EGNN, "mace": MACEModel}  # MACE needs mace-torch
 try:  # the analytic Lennard-Jones model is optional here (tests, benchmarks)
     from longmd.models.lj import LennardJones
 

@@ -1,12 +1,14 @@
 """MACE (mace-torch) as a longmd :class:`EnergyModel`.
 
-A MACE network trained with ``mace_run_train`` is loaded as the torch module it is saved as, and fed
-longmd's batched graph directly: batched MD, ``longmd evaluate``'s rollout test and differentiable
-rollouts all run it like the EGNN, with no ASE calculator in between. Forces come from longmd's
-:func:`~longmd.models.base.predict` (MACE is asked for energies only), so both models are compared on the
-same integrator, neighbour lists and autograd path.
+Two ways in, both fed longmd's batched graph directly (batched MD, ``longmd evaluate``'s rollout test and
+differentiable rollouts run MACE like the EGNN, with no ASE calculator in between; forces come from
+longmd's :func:`~longmd.models.base.predict`, MACE is asked for energies only):
 
-    model = MACEModel.from_file("mace.model", device="cuda")
+- ``MACEModel(species, channels=..., ...)`` builds a MACE with ``mace_run_train``'s defaults and longmd's
+  per-species reference energies and force scale, so ``longmd train`` trains it, with Dynamic Training or
+  conventionally (``model.name: mace``), and saves it like the EGNN;
+- ``MACEModel.from_file("mace.model")`` (or ``mace:PATH`` on the command line) wraps a model written by
+  ``mace_run_train``, with its own E0s, for evaluation and simulation.
 """
 
 from __future__ import annotations
@@ -19,25 +21,64 @@ from torch import Tensor, nn
 
 from longmd.data.graph import Graph
 from longmd.models.base import EnergyModel
+from longmd.models.reference import AtomicReference
 
 PREFIX = "mace:"
+PRESETS = {"small": {"channels": 16}, "medium": {"channels": 64}, "large": {"channels": 128}}
+
+
+def _mace_module(species: list[int], channels: int, max_L: int, r_max: float, avg_num_neighbors: float,
+                 num_interactions: int, correlation: int, max_ell: int) -> nn.Module:
+    """ScaleShiftMACE with mace_run_train's defaults (8 Bessel functions, radial MLP [64, 64, 64], readout
+    16x0e, residual interaction blocks), hidden irreps ``{channels}x0e + {channels}x1o`` for max_L = 1,
+    zero E0s, scale 1, shift 0 (longmd's :class:`AtomicReference` supplies both)."""
+    import numpy as np
+    from e3nn import o3
+    from mace import modules
+
+    irreps = " + ".join(f"{channels}x{ell}{'e' if ell % 2 == 0 else 'o'}" for ell in range(max_L + 1))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    return modules.ScaleShiftMACE(
+        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=max_ell, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=num_interactions, num_elements=len(species),
+        hidden_irreps=o3.Irreps(irreps), MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(species)),
+        avg_num_neighbors=avg_num_neighbors, atomic_numbers=species, correlation=correlation,
+        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+    )
 
 
 class MACEModel(EnergyModel):
-    """Wraps a ``mace.modules`` MACE / ScaleShiftMACE module; energies include its E0s (eV)."""
+    """A MACE network on longmd's graph; see the module doc for the two ways to make one."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, species: list[int], channels: int = 32, max_L: int = 1, r_max: float = 5.0,
+                 avg_num_neighbors: float = 20.0, num_interactions: int = 2, correlation: int = 3,
+                 max_ell: int = 3, module: nn.Module | None = None) -> None:
         super().__init__()
-        for name in ("r_max", "atomic_numbers"):
-            if not hasattr(module, name):
-                raise TypeError(f"{type(module).__name__} is not a MACE model (no {name!r})")
+        if module is None:  # built here: trainable, saved by longmd
+            species = sorted(int(z) for z in species)
+            self._hp = {"species": species, "channels": int(channels), "max_L": int(max_L), "r_max": float(r_max),
+                        "avg_num_neighbors": float(avg_num_neighbors), "num_interactions": int(num_interactions),
+                        "correlation": int(correlation), "max_ell": int(max_ell)}
+            module = _mace_module(**self._hp)
+            self.reference = AtomicReference(species)
+        else:  # a mace_run_train file: energies include its own E0s
+            for name in ("r_max", "atomic_numbers"):
+                if not hasattr(module, name):
+                    raise TypeError(f"{type(module).__name__} is not a MACE model (no {name!r})")
+            self._hp = None
         self.module = module
         self.cutoff = float(module.r_max)
-        numbers = [int(z) for z in module.atomic_numbers]
-        index = torch.full((max(numbers) + 1,), -1, dtype=torch.long)
-        index[numbers] = torch.arange(len(numbers))
+        self.species = [int(z) for z in module.atomic_numbers]
+        index = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        index[self.species] = torch.arange(len(self.species))
         self.register_buffer("species_index", index, persistent=False)
-        self.species = numbers
+
+    @classmethod
+    def from_preset(cls, name: str, species: list[int], **overrides: Any) -> MACEModel:
+        """``small`` (16 channels), ``medium`` (64) or ``large`` (128, mace_run_train's default size)."""
+        if name not in PRESETS:
+            raise ValueError(f"MACE: unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(species, **{**PRESETS[name], **overrides})
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> MACEModel:
@@ -49,10 +90,12 @@ class MACEModel(EnergyModel):
             module = torch.load(path, map_location=device, weights_only=False)
         except Exception as exc:
             raise ValueError(f"{path}: cannot load as a MACE model ({exc}); is mace-torch installed?") from exc
-        return cls(module).to(device).eval()
+        return cls([], module=module).to(device).eval()
 
     def hyperparameters(self) -> dict[str, Any]:
-        raise NotImplementedError("MACE models are saved in MACE's own format (torch.save of the module)")
+        if self._hp is None:
+            raise NotImplementedError("a mace_run_train model stays in MACE's own file format")
+        return dict(self._hp)
 
     def forward(self, graph: Graph) -> Tensor:
         numbers = graph.numbers
@@ -63,42 +106,29 @@ class MACEModel(EnergyModel):
             raise ValueError(f"MACE model knows elements {self.species}, not {unknown}")
         dtype = graph.positions.dtype
         n_systems = graph.cell.shape[0]
-        sender = graph.edge_index[0]
         counts = torch.bincount(graph.system, minlength=n_systems)
         data = {
             "positions": graph.positions,
             "node_attrs": nn.functional.one_hot(index, len(self.species)).to(dtype),
             "edge_index": graph.edge_index,
             # MACE's edge vector is x[receiver] - x[sender] + shifts, longmd's x_j - x_i + S @ cell: the same.
-            "shifts": torch.einsum("ek,ekl->el", graph.shifts, graph.cell[graph.system[sender]]),
+            "shifts": torch.einsum("ek,ekl->el", graph.shifts, graph.cell[graph.system[graph.edge_index[0]]]),
             "unit_shifts": graph.shifts,
             "cell": graph.cell.reshape(-1, 3),
             "batch": graph.system,
             "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
         }
-        return self.module(data, training=self.training, compute_force=False)["energy"]
+        out = self.module(data, training=self.training, compute_force=False)
+        if self._hp is None:
+            return out["energy"]
+        return self.reference(out["node_energy"].to(dtype), index, graph.system, n_systems)  # E0s are zero
 
 
 def build_mace(species: list[int], channels: int = 64, max_L: int = 1, r_max: float = 5.0,
-               avg_num_neighbors: float = 20.0, seed: int = 0) -> MACEModel:
-    """A MACE with ``mace_run_train``'s defaults (2 interactions, correlation 3, max_ell 3, 8 Bessel functions,
-    radial MLP [64, 64, 64], readout 16x0e, residual interaction blocks) and hidden irreps
-    ``{channels}x0e + {channels}x1o`` (max_L = 1). Weights are random: for speed and tests, not accuracy."""
-    import numpy as np
-    from e3nn import o3
-    from mace import modules
-
-    irreps = " + ".join(f"{channels}x{ell}{'e' if ell % 2 == 0 else 'o'}" for ell in range(max_L + 1))
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+               seed: int = 0) -> MACEModel:
+    """A seeded :class:`MACEModel` (random weights: for speed benchmarks and tests, not accuracy)."""
     torch.manual_seed(seed)
-    module = modules.ScaleShiftMACE(
-        r_max=r_max, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, interaction_cls=block,
-        interaction_cls_first=block, num_interactions=2, num_elements=len(species), hidden_irreps=o3.Irreps(irreps),
-        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=np.zeros(len(species)), avg_num_neighbors=avg_num_neighbors,
-        atomic_numbers=sorted(species), correlation=3, gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64],
-        atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-    )
-    return MACEModel(module)
+    return MACEModel(species, channels=channels, max_L=max_L, r_max=r_max)
 
 
 def load_mace(spec: str, device: str | torch.device = "cpu") -> MACEModel:

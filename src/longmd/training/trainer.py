@@ -48,6 +48,7 @@ from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel, predict
 from longmd.models.egnn import EGNN
 from longmd.models.io import load_model, save_model
+from longmd.models.mace import MACEModel
 from longmd.models.reference import fit_reference_energies, init_reference
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
@@ -127,10 +128,17 @@ def _resume_config(saved: Config, given: Config, log) -> Config:
     return saved
 
 
+ARCHITECTURES = {"egnn": EGNN, "mace": MACEModel}
+
+
 def build_model(cfg: Config, species: list[int]) -> EnergyModel:
-    if cfg.model.name != "egnn":
-        raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: egnn)")
-    return EGNN.from_preset(cfg.model.preset, species, **cfg.model.options)
+    if cfg.model.name not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: {known})")
+    try:
+        return ARCHITECTURES[cfg.model.name].from_preset(cfg.model.preset, species, **cfg.model.options)
+    except ImportError as exc:
+        raise ConfigError(f"model.name: mace needs mace-torch (pip install 'longmd[mace]'): {exc}") from exc
 
 
 def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
