@@ -141,3 +141,14 @@ def _emt_atoms(path):
     from ase.io import read
 
     return read(path, index=0)
+
+
+def test_commands_open_mace_files_by_spec(mace_file) -> None:
+    from longmd.evaluation.cli import load_models
+    from longmd.models.io import open_model
+
+    models = load_models([f"mace:{mace_file}"])
+    assert list(models) == ["tiny"] and isinstance(models["tiny"], MACEModel)
+    assert isinstance(open_model(f"mace:{mace_file}"), MACEModel)
+    with pytest.raises(NotImplementedError, match="MACE's own file format"):
+        models["tiny"].hyperparameters()
