@@ -150,3 +150,13 @@ def test_empty_and_single_atom_lists() -> None:
     assert i.shape == (0,) and S.shape == (0, 3)
     i, j, S = neighbor_list(np.zeros((0, 3)), np.eye(3) * 4.0, True, 3.0)
     assert i.shape == (0,) and S.shape == (0, 3)
+
+
+def test_within_keeps_exactly_the_pairs_of_a_shorter_list() -> None:
+    pos, cell, pbc, _ = _case("triclinic")
+    long = _graph(pos, cell, *neighbor_list(pos, cell, pbc, 5.0))
+    short = _graph(pos, cell, *neighbor_list(pos, cell, pbc, 4.0))
+    pruned = long.within(4.0)
+    assert pruned.edge_index.shape[1] == short.edge_index.shape[1] < long.edge_index.shape[1]
+    assert torch.equal(pruned.edge_index, short.edge_index) and torch.equal(pruned.shifts, short.shifts)
+    assert short.within(4.0) is short  # nothing to drop: the same object, no copy

@@ -48,6 +48,21 @@ class Graph:
         """(E, 3) vectors r_ij = x_j - x_i + S_ij @ cell, differentiable w.r.t. positions and cell."""
         return edge_vectors(self.positions, self.cell, self.system, self.edge_index, self.shifts)
 
+    def within(self, cutoff: float) -> Graph:
+        """The batch with only the edges shorter than ``cutoff``.
+
+        Verlet lists carry a skin (~1.7x more pairs for 1 Å at 5 Å); a model whose edges beyond its cutoff
+        contribute exactly zero calls this first so those pairs cost nothing. The choice of edges is a step
+        function, made without autograd; gradients flow through the kept edges as before.
+        """
+        with torch.no_grad():
+            vectors = self.edge_vectors()
+            keep = (vectors * vectors).sum(dim=1) < cutoff * cutoff
+        if bool(keep.all()):
+            return self
+        index = torch.nonzero(keep).squeeze(1)
+        return self.replace(edge_index=self.edge_index[:, index], shifts=self.shifts[index])
+
     def replace(self, **changes: Tensor) -> Graph:
         """A copy with some fields replaced (e.g. new positions during a rollout)."""
         return replace(self, **changes)

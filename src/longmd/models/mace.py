@@ -98,6 +98,7 @@ class MACEModel(EnergyModel):
         return dict(self._hp)
 
     def forward(self, graph: Graph) -> Tensor:
+        graph = graph.within(self.cutoff)  # MACE would run its tensor products on a Verlet list's skin too
         numbers = graph.numbers
         known = numbers < len(self.species_index)
         index = torch.where(known, self.species_index[numbers.clamp(max=len(self.species_index) - 1)], -1)
