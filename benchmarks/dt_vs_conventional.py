@@ -17,6 +17,7 @@ per model) are options and recorded, so comparisons are fair.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -58,13 +59,18 @@ def train_variants(args) -> dict[str, dict]:
     for name, extra in variants.items():
         out = args.out / name
         cfg = load_config(config, _overrides(args, out, *extra))
-        print(f"== training {name} -> {out}")
-        trainer = Trainer(cfg, log=print)
-        result = trainer.run()
-        runs[name] = {"model": str(result.best_model), "out": str(out), "epochs": result.epochs,
-                      "best_val_mepa": result.best_val_mepa, "best_S": result.best_s,
-                      "train_minutes": sum(r["epoch_time_s"] for r in result.records) / 60,
-                      "records": result.records, "config": cfg.to_dict()}
+        log = out / "metrics.jsonl"
+        if args.reuse and (out / "best.pt").exists() and log.exists():
+            print(f"== reusing the finished run {out}")
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+        else:
+            print(f"== training {name} -> {out}")
+            records = Trainer(cfg, log=print).run().records
+        best = min(records, key=lambda r: r["val_mepa"])
+        runs[name] = {"model": str(out / "best.pt"), "out": str(out), "epochs": len(records),
+                      "best_val_mepa": best["val_mepa"], "best_S": best["S"],
+                      "train_minutes": sum(r["epoch_time_s"] for r in records) / 60,
+                      "records": records, "config": cfg.to_dict()}
     return runs
 
 
@@ -75,7 +81,7 @@ def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
         return None
     import ase.io
 
-    out = args.out / "mace"
+    out = (args.out / "mace").resolve()  # mace_run_train runs inside it
     out.mkdir(parents=True, exist_ok=True)
     # The conventional EGNN's data: every non-test trajectory, MACE's own random 5% for validation.
     frames = [trajectories[t].atoms(f) for t in range(len(trajectories)) if t not in split.subsets["test"]
@@ -129,6 +135,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], help="extra config override SECTION.KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished EGNN runs found in OUT (no retraining)")
     parser.add_argument("--test-seed", type=int, default=0, help="seed of the test rollout starts (keep fixed)")
     args = parser.parse_args(argv)
 
