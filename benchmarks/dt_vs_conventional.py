@@ -33,7 +33,8 @@ from longmd.analysis.rollout_test import rollout_errors
 from longmd.config import load_config
 from longmd.data.windows import Window
 from longmd.models.io import load_model
-from longmd.training.trainer import Trainer, load_data, make_split
+from longmd.training.setup import load_data, make_split
+from longmd.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs"
 

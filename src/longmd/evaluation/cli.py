@@ -129,7 +129,7 @@ def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | P
 
     ``cfg`` is the run's training config (its ``data`` section says how to read the data).
     """
-    from longmd.training.trainer import load_data
+    from longmd.training.setup import load_data
 
     trajectories = load_data(cfg)
     device = cfg.training.device if cfg.training.device not in (None, "auto") else "cpu"

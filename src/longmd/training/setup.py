@@ -1,0 +1,138 @@
+"""Everything a training run sets up before its first epoch: the device, a validated config (and the one a
+resume keeps), the model of ``model.name``, the data and its seeded split, and the fixed validation windows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from longmd.config import Config, ConfigError
+from longmd.data.splits import Split, random_frame_split, split_by_trajectory, split_time_blocks
+from longmd.data.trajectory import Trajectory
+from longmd.examples import resolve
+from longmd.io.read import read_trajectories
+from longmd.models.base import EnergyModel
+from longmd.models.egnn import EGNN
+from longmd.models.mace import MACEModel
+
+GRADIENT_MODES = ("full", "detached")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check_gradient_mode(mode: str) -> None:
+    if mode in GRADIENT_MODES:
+        return
+    if mode.startswith("truncated:") and mode.split(":", 1)[1].isdigit() and int(mode.split(":", 1)[1]) >= 1:
+        return
+    raise ConfigError(f"training.rollout_gradient: expected full | truncated:K | detached, got {mode!r}")
+
+
+def validate_config(cfg: Config) -> None:
+    t = cfg.training
+    choices = {
+        "training.mode": (t.mode, ("dynamic", "conventional")),
+        "training.loss": (t.loss, ("mepa", "mae", "mse")),
+        "training.species_reduction": (t.species_reduction, ("sum", "mean")),
+        "training.dtype": (t.dtype, ("float32", "float64")),
+        "data.split": (cfg.data.split, ("trajectory", "time_blocks", "frames")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    _check_gradient_mode(t.rollout_gradient)
+    if t.mode == "dynamic" and cfg.data.split == "frames" and t.s_max > 1:
+        raise ConfigError("data.split=frames shuffles frames and cannot feed rollouts: use trajectory or time_blocks")
+    for key in ("s_max", "batch_size", "val_length", "val_windows", "neighbor_update_every", "patience"):
+        if getattr(t, key) < (0 if key == "patience" else 1):
+            raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
+
+
+RESUMABLE_CHANGES = ("max_epochs", "max_epochs_per_s", "max_minutes", "s_max", "progress", "device", "threads")
+
+
+def resume_config(saved: Config, given: Config, log) -> Config:
+    """The stored config of a run, with only the run-control keys a resume may change taken from ``given``."""
+    for key in RESUMABLE_CHANGES:
+        new = getattr(given.training, key)
+        if new != getattr(saved.training, key):
+            log(f"resume: training.{key} {getattr(saved.training, key)!r} -> {new!r}")
+            setattr(saved.training, key, new)
+    ignored = [
+        f"{section}.{k}"
+        for section in ("data", "model", "training")
+        for k, v in getattr(given, section).__dict__.items()
+        if k not in RESUMABLE_CHANGES and v != getattr(getattr(saved, section), k)
+    ]
+    if ignored:
+        log(f"resume: keeping the stored values of {', '.join(ignored)} (they cannot change mid-run)")
+    saved.out = given.out
+    return saved
+
+
+ARCHITECTURES = {"egnn": EGNN, "mace": MACEModel}
+
+
+def build_model(cfg: Config, species: list[int]) -> EnergyModel:
+    if cfg.model.name not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: {known})")
+    try:
+        return ARCHITECTURES[cfg.model.name].from_preset(cfg.model.preset, species, **cfg.model.options)
+    except ImportError as exc:
+        raise ConfigError(f"model.name: mace needs mace-torch (pip install 'longmd[mace]'): {exc}") from exc
+
+
+def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
+    """Test trajectories are held out whole first (the same ones whatever ``data.split``, so models trained
+    with different splits are tested alike); the rest is split by trajectory, time block or frame."""
+    d = cfg.data
+    held = split_by_trajectory(trajectories, 0.0, d.test_fraction, seed=d.seed) if d.test_fraction else None
+    test = dict(held.subsets["test"]) if held else {}
+    keep = [t for t in range(len(trajectories)) if t not in test]
+    sub = [trajectories[t] for t in keep]
+    if d.split == "trajectory":
+        inner = split_by_trajectory(sub, d.val_fraction, 0.0, seed=d.seed)
+    elif d.split == "time_blocks":
+        inner = split_time_blocks(sub, d.val_fraction, seed=d.seed)
+    else:
+        inner = random_frame_split(sub, d.val_fraction, seed=d.seed)
+    subsets = {name: {keep[t]: frames for t, frames in inner.subsets[name].items()} for name in ("train", "val")}
+    subsets["test"] = test
+    return Split(
+        method=f"{inner.method}+test_trajectories",
+        seed=d.seed,
+        n_traj=len(trajectories),
+        subsets=subsets,
+        names=[t.name for t in trajectories],
+        params={"val_fraction": d.val_fraction, "test_fraction": d.test_fraction},
+    )
+
+
+def load_data(cfg: Config) -> list[Trajectory]:
+    d = cfg.data
+    return read_trajectories(
+        [resolve(p) for p in d.paths],
+        energy_key=d.energy_key,
+        forces_key=d.forces_key,
+        traj_id_key=d.traj_id_key,
+        timestep_fs=d.timestep_fs,
+    )
+
+
+def fixed_validation_windows(split: Split, trajectories: list[Trajectory], length: int, count: int, seed: int):
+    """``count`` windows of ``length`` frames inside the validation subset, spread evenly, fixed for the run."""
+    candidates = split.windows("val", trajectories, length)
+    if not candidates:
+        return []
+    if len(candidates) <= count:
+        return candidates
+    rng = np.random.default_rng(seed)
+    picks = np.linspace(0, len(candidates) - 1, count).round().astype(int)
+    offset = rng.integers(0, max(1, len(candidates) // count))
+    return [candidates[min(len(candidates) - 1, p + offset)] for p in picks]
