@@ -83,6 +83,10 @@ def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
     import ase.io
 
     out = (args.out / "mace").resolve()  # mace_run_train runs inside it
+    previous = out / "mace.json"
+    if args.reuse and (out / "mace.model").exists() and previous.exists():
+        print(f"== reusing the finished MACE run {out}")
+        return json.loads(previous.read_text())
     out.mkdir(parents=True, exist_ok=True)
     # The conventional EGNN's data: every non-test trajectory, MACE's own random 5% for validation.
     frames = [trajectories[t].atoms(f) for t in range(len(trajectories)) if t not in split.subsets["test"]
@@ -98,9 +102,10 @@ def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
            "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={args.seed}"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=out, check=True)
-    return {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs,
-            "frames": len(frames), "frame_stride": args.mace_stride,
-            "train_minutes": (time.perf_counter() - start) / 60}
+    run = {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs,
+           "frames": len(frames), "frame_stride": args.mace_stride, "train_minutes": (time.perf_counter() - start) / 60}
+    previous.write_text(json.dumps(run, indent=2) + "\n")
+    return run
 
 
 def test_windows(trajectories, split, steps: int, per_traj: int, seed: int) -> list[Window]:
@@ -136,7 +141,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--set", action="append", default=[], help="extra config override SECTION.KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
-    parser.add_argument("--reuse", action="store_true", help="reuse finished EGNN runs found in OUT (no retraining)")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs found in OUT (no retraining)")
     parser.add_argument("--test-seed", type=int, default=0, help="seed of the test rollout starts (keep fixed)")
     args = parser.parse_args(argv)
 
