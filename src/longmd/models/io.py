@@ -13,9 +13,13 @@ from typing import Any
 import torch
 
 from longmd.atomic import atomic_torch_save
+from longmd.examples import resolve
+from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
+from longmd.models.ase_adapter import ASECalculatorModel, ModelSpecError
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
-from longmd.models.mace import MACEModel
+from longmd.models.mace import PREFIX as MACE_PREFIX
+from longmd.models.mace import MACEModel, load_mace
 
 FORMAT_VERSION = 1
 
@@ -98,16 +102,9 @@ def open_model(spec: str, device: str | torch.device = "cpu", ase_cutoff: float 
     """Any model a command line names: a longmd model file (or ``example:NAME``), ``mace:PATH`` (a model
     saved by ``mace_run_train``) or ``ase:module:Name?key=value`` (an ASE calculator, see
     :mod:`longmd.models.ase_adapter`)."""
-    from longmd.examples import resolve
-    from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
-    from longmd.models.ase_adapter import ASECalculatorModel, ModelSpecError
-    from longmd.models.mace import PREFIX as MACE_PREFIX
-
     if spec.startswith(ASE_PREFIX):
         return ASECalculatorModel.from_spec(spec, cutoff=ase_cutoff)
     if spec.startswith(MACE_PREFIX):
-        from longmd.models.mace import load_mace
-
         return load_mace(spec, device=device)
     if ":" in spec and not Path(spec).exists() and not spec.startswith("example:"):
         raise ModelSpecError(f"model {spec!r}: not a file; give a longmd model file, 'mace:PATH' or an ASE "
