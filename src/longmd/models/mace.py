@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from longmd.data.graph import Graph
 from longmd.models.base import EnergyModel
-from longmd.models.reference import AtomicReference
+from longmd.models.reference import MAX_Z, AtomicReference
 
 PREFIX = "mace:"
 PRESETS = {"small": {"channels": 16}, "medium": {"channels": 64}, "large": {"channels": 128}}
@@ -69,7 +69,7 @@ class MACEModel(EnergyModel):
         self.module = module
         self.cutoff = float(module.r_max)
         self.species = [int(z) for z in module.atomic_numbers]
-        index = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        index = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
         index[self.species] = torch.arange(len(self.species))
         self.register_buffer("species_index", index, persistent=False)
 
@@ -100,8 +100,7 @@ class MACEModel(EnergyModel):
     def forward(self, graph: Graph) -> Tensor:
         graph = graph.within(self.cutoff)  # MACE would run its tensor products on a Verlet list's skin too
         numbers = graph.numbers
-        known = numbers < len(self.species_index)
-        index = torch.where(known, self.species_index[numbers.clamp(max=len(self.species_index) - 1)], -1)
+        index = self.species_index[numbers]
         if bool((index < 0).any()):
             unknown = sorted({int(z) for z in numbers[index < 0]})
             raise ValueError(f"MACE model knows elements {self.species}, not {unknown}")
