@@ -64,6 +64,10 @@ def _add_simulate(sub) -> None:
                    help="blow-up: temperature above this (default 10x --temperature-K, or 5000 K)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/simulate")
+    p.add_argument("--checkpoint-every", type=int, default=1000,
+                   help="steps between checkpoints in OUT (one is always written at the end; 0 = only that one)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint (a higher --steps extends a finished run)")
     p.set_defaults(func=cmd_simulate)
 
 
@@ -85,7 +89,7 @@ def cmd_simulate(args) -> int:
         replicas=args.replicas, out_dir=args.out, log_every=args.log_every, traj_every=args.traj_every,
         seed=args.seed, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None,
         skin=args.skin, min_distance=args.min_distance, max_temperature_K=args.max_temperature_K,
-        progress=not args.no_progress,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every, resume=args.resume,
     )
     print(result.summary())
     print(f"results in {args.out}/")

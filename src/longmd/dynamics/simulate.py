@@ -13,16 +13,13 @@ would have followed alone (NVE; thermostat draws differ). See ``docs/dynamics.md
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import ase.io
 import numpy as np
 import torch
 from ase import Atoms
@@ -33,12 +30,13 @@ from longmd.data.graph import edge_vectors
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import Edges, VerletNeighbors
 from longmd.dynamics.rollout import rollout
+from longmd.dynamics.sim_checkpoint import SimulationCheckpoint, frame_from_record, frame_record, model_fingerprint
+from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
 from longmd.units import KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
-THERMO_COLUMNS = ("step", "time_fs", "replica", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K")
 REASONS = ("ok", "nan", "min_distance", "temperature")
 """Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence)."""
 
@@ -281,108 +279,6 @@ def check_replicas(
     return stats.detach().to("cpu", torch.float64).numpy()
 
 
-class _ThermoHistory:
-    """Thermo values of every replica, thinned (every other point dropped) past ``max_points`` for plotting."""
-
-    def __init__(self, n_replicas: int, max_points: int = 4000) -> None:
-        self.n, self.max_points = n_replicas, max_points
-        self.time: list[float] = []
-        self.values: list[np.ndarray] = []  # (4, n_replicas): E_pot, E_kin, E_tot, T
-        self.stride, self._seen = 1, 0
-
-    def add(self, time_fs: float, replicas: list[int], values: np.ndarray) -> None:
-        self._seen += 1
-        if (self._seen - 1) % self.stride:
-            return
-        row = np.full((4, self.n), np.nan)
-        row[:, replicas] = values
-        self.time.append(time_fs)
-        self.values.append(row)
-        if len(self.time) > self.max_points:
-            self.time, self.values, self.stride = self.time[::2], self.values[::2], 2 * self.stride
-
-    def plot(self, path: Path, max_lines: int = 16) -> None:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        t = np.asarray(self.time)
-        v = np.stack(self.values) if self.values else np.zeros((0, 4, self.n))
-        fig = Figure(figsize=(7, 9))
-        FigureCanvasAgg(fig)
-        labels = ("E_pot (eV)", "E_kin (eV)", "E_tot (eV)", "T (K)")
-        axes = fig.subplots(4, 1, sharex=True)
-        for k, ax in enumerate(axes):
-            for r in range(min(self.n, max_lines)):
-                ax.plot(t, v[:, k, r], lw=0.8, label=f"replica {r}" if k == 0 and self.n <= 8 else None)
-            ax.set_ylabel(labels[k])
-        axes[-1].set_xlabel("time (fs)")
-        if self.n <= 8:
-            axes[0].legend(fontsize=7)
-        title = "thermo" + (f" (first {max_lines} of {self.n} replicas)" if self.n > max_lines else "")
-        axes[0].set_title(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-
-
-class _Outputs:
-    """The files of a run in ``out_dir`` (nothing when None): thermo CSV, per-replica extxyz/.traj, stops."""
-
-    def __init__(self, out_dir: str | Path | None, n_replicas: int) -> None:
-        self.dir = None if out_dir is None else Path(out_dir)
-        self.files: dict[str, str] = {}
-        self._stack = ExitStack()
-        self._csv = None
-        self._xyz: list = []
-        self._traj: list = []
-        if self.dir is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        enter = self._stack.enter_context
-        self._csv = csv.writer(enter(self.path("thermo.csv").open("w", newline="")))
-        self._csv.writerow(THERMO_COLUMNS)
-        self._xyz = [enter(self.path(f"traj_{r:03d}.extxyz").open("w")) for r in range(n_replicas)]
-        self._traj = [enter(ase.io.Trajectory(self.path(f"traj_{r:03d}.traj"), "w")) for r in range(n_replicas)]
-
-    def path(self, name: str) -> Path:
-        """Path of a file of the run (recorded in ``files``)."""
-        self.files[name] = str(self.dir / name)
-        return self.dir / name
-
-    def __enter__(self) -> _Outputs:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-    def thermo(self, step: int, time_fs: float, replicas: list[int], stats: np.ndarray) -> None:
-        """One CSV row per replica from the (5, B) stats of :func:`check_replicas`."""
-        if self._csv is None:
-            return
-        _, _, e_pot, e_kin, temperature = stats
-        self._csv.writerows(
-            [step, f"{time_fs:.6g}", r, f"{e_pot[b]:.10g}", f"{e_kin[b]:.10g}", f"{e_pot[b] + e_kin[b]:.10g}",
-             f"{temperature[b]:.10g}"]
-            for b, r in enumerate(replicas)
-        )
-
-    def frames(self, step: int, time_fs: float, replicas: list[int], state: MDState) -> None:
-        """Append the frame of every replica to its extxyz and .traj files."""
-        if self.dir is None:
-            return
-        for r, atoms in zip(replicas, state.to_atoms(), strict=True):
-            atoms.info.update(step=step, time_fs=time_fs, replica=r)
-            ase.io.write(self._xyz[r], atoms, format="extxyz")
-            self._traj[r].write(atoms)
-
-    def stopped(self, replica: int, frame: Atoms) -> str | None:
-        """Write the kept frame of a stopped replica; its path."""
-        if self.dir is None:
-            return None
-        path = self.path(f"stopped_{replica:03d}.extxyz")
-        ase.io.write(path, frame, format="extxyz")
-        return str(path)
-
-
 @dataclass
 class _Limits:
     min_distance: float
@@ -395,16 +291,21 @@ class _Monitor:
     A failing step stops the segment (``failure`` = (step, state, stats)); no state is copied.
     """
 
-    def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: _Outputs, history: _ThermoHistory,
-                 bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool) -> None:
+    def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: Outputs, history: ThermoHistory,
+                 bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool,
+                 checkpoint: Callable[[int, MDState], None] | None = None, checkpoint_every: int = 0) -> None:
         self.min_distance, self.limits, self.outputs, self.history, self.bar = (
             min_distance, limits, outputs, history, bar)
         self.steps, self.timestep_fs, self.log_every, self.traj_every = steps, timestep_fs, log_every, traj_every
         self.com_removed = com_removed
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
 
-    def start(self, offset: int, alive: list[int], state: MDState) -> None:
-        """A new segment from global step ``offset`` with the replicas ``alive`` (system b = alive[b])."""
-        self.offset, self.alive = offset, alive
+    def start(self, offset: int, alive: list[int], state: MDState, written: bool = False) -> None:
+        """A new segment from global step ``offset`` with the replicas ``alive`` (system b = alive[b]).
+
+        ``written``: the outputs of step ``offset`` are already on disk (a resumed run).
+        """
+        self.offset, self.alive, self.written = offset, alive, written
         self.dof = state.degrees_of_freedom(self.com_removed)
         self.last_good: MDState | None = None
         self.failure: tuple[int, MDState, np.ndarray] | None = None
@@ -417,6 +318,8 @@ class _Monitor:
             self.failure = (g, s, stats)
             return False
         self.last_good = s
+        if self.written and g == self.offset:
+            return None
         t_fs = g * self.timestep_fs
         if g % self.log_every == 0 or g == self.steps:
             self.outputs.thermo(g, t_fs, self.alive, stats)
@@ -425,6 +328,8 @@ class _Monitor:
             self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(self.alive), refresh=False)
         if g % self.traj_every == 0 or g == self.steps:
             self.outputs.frames(g, t_fs, self.alive, s)
+        if self.checkpoint is not None and self.checkpoint_every and g % self.checkpoint_every == 0 and g > 0:
+            self.checkpoint(g, s)
         self.bar.update(g - self.bar.n)
         return None
 
@@ -437,7 +342,7 @@ def _stop_message(code: int, stats: np.ndarray, b: int, limits: _Limits) -> str:
     return f"T = {stats[4, b]:.0f} K (> {limits.max_temperature_K:g} K)"
 
 
-def _stop_replicas(monitor: _Monitor, outputs: _Outputs, limits: _Limits, progress: bool) -> list[ReplicaStop]:
+def _stop_replicas(monitor: _Monitor, outputs: Outputs, limits: _Limits, progress: bool) -> list[ReplicaStop]:
     """Stop the replicas that failed in ``monitor``'s segment, each with its last good frame."""
     g, bad_state, stats = monitor.failure
     bad = np.flatnonzero(stats[0]).tolist()
@@ -481,6 +386,8 @@ def simulate(
     min_distance: float = 0.5,
     max_temperature_K: float | None = None,
     progress: bool = True,
+    checkpoint_every: int = 1000,
+    resume: bool = False,
 ) -> SimulationResult:
     """Run ``steps`` MD steps of ``model`` for every structure (x ``replicas``), batched.
 
@@ -500,16 +407,23 @@ def simulate(
             not modified; a cast copy is used when it must change.
         skin: Verlet-list skin, Å. min_distance (Å), max_temperature_K (K; default 10x ``temperature_K``, or
             5000 K without one): blow-up thresholds.
+        checkpoint_every: with ``out_dir``, write ``checkpoint.pt`` (atomically) every that many steps; one is
+            always written at the end (0: only that one). resume: continue the run in ``out_dir`` from its
+            checkpoint (``init`` only checks that the structures are the same; ``steps`` may be raised to extend
+            a finished run).
     """
-    if steps < 0 or replicas < 1 or log_every < 1 or traj_every < 1:
-        raise ValueError(f"need steps >= 0 and replicas, log_every, traj_every >= 1; got {steps}, {replicas}, "
-                         f"{log_every}, {traj_every}")
+    if steps < 0 or replicas < 1 or log_every < 1 or traj_every < 1 or checkpoint_every < 0:
+        raise ValueError(f"need steps >= 0, replicas, log_every, traj_every >= 1 and checkpoint_every >= 0; got "
+                         f"{steps}, {replicas}, {log_every}, {traj_every}, {checkpoint_every}")
     if init_velocities not in ("auto", "maxwell-boltzmann", "given"):
         raise ValueError(f"init_velocities must be auto | maxwell-boltzmann | given, got {init_velocities!r}")
+    if resume and out_dir is None:
+        raise ValueError("resume needs the out_dir of the run to continue")
     model, dtype = prepare_model(model, device, dtype)
     velocity_seed, noise_seed = seed_streams(seed)
     integrator = make_integrator(ensemble, timestep_fs, temperature_K, friction_per_fs, tau_fs, seed=noise_seed,
                                  device=device)
+    generator = getattr(integrator.thermostat, "generator", None)
     state = _initial_state(init, replicas, device, dtype)
     state = _initial_momenta(state, init_velocities, temperature_K, velocity_seed)
     if max_temperature_K is None:
@@ -517,18 +431,46 @@ def simulate(
     limits = _Limits(min_distance, max_temperature_K)
     neighbors = FiniteNeighbors(VerletNeighbors(model.cutoff, skin))
     n_total = state.n_systems
-    alive, offset, stopped = list(range(n_total)), 0, []
-    history = _ThermoHistory(n_total)
+    alive, offset, stopped, wall_before, builds_before = list(range(n_total)), 0, [], 0.0, 0
+    history = ThermoHistory(n_total)
+    run = {"model": model_fingerprint(model), "numbers": state.numbers.tolist(), "replicas": n_total,
+           "timestep_fs": timestep_fs, "ensemble": ensemble, "temperature_K": temperature_K,
+           "friction_per_fs": friction_per_fs if ensemble == "langevin" else None,
+           "tau_fs": tau_fs if ensemble == "svr" else None, "seed": seed, "dtype": str(dtype)}
+    saved = None
+    if resume:
+        saved = SimulationCheckpoint.load(Path(out_dir), run, device)
+        if steps < saved.step:
+            raise ValueError(f"resume: the checkpoint is at step {saved.step}, beyond steps={steps}")
+        state, alive, offset, wall_before, builds_before = (saved.state, saved.alive, saved.step, saved.wall_s,
+                                                           saved.neighbor_builds)
+        stopped = [ReplicaStop(**{**s, "frame": frame_from_record(s["frame"])}) for s in saved.stopped]
+        history.load_state_dict(saved.history)
+        if generator is not None:
+            generator.set_state(saved.generator_state)
 
-    with _Outputs(out_dir, n_total) as outputs, tqdm(total=steps, disable=not progress, unit="step",
-                                                     desc="MD") as bar:
+    with Outputs(out_dir, n_total, resume_from=saved and saved.outputs) as outputs, tqdm(
+            total=steps, initial=offset, disable=not progress, unit="step", desc="MD") as bar:
+        for stop in stopped:  # of a resumed run: their frames are files of this run too
+            outputs.path(Path(stop.frame_path).name)
+        t0 = time.perf_counter()
+
+        def checkpoint(step: int, s: MDState) -> None:
+            SimulationCheckpoint(
+                step=step, state=s, alive=list(alive), generator_state=None if generator is None else
+                generator.get_state(), stopped=[_stop_record(x) for x in stopped], history=history.state_dict(),
+                outputs=outputs.marks(), run=run, wall_s=wall_before + time.perf_counter() - t0,
+                neighbor_builds=builds_before + neighbors.builds,
+            ).save(outputs.dir)
+
         min_distance_of = MinDistance(neighbors, reach=min_distance + skin)
         monitor = _Monitor(min_distance_of, limits, outputs, history, bar, steps, timestep_fs, log_every, traj_every,
-                           integrator.com_removed)
-        t0 = time.perf_counter()
+                           integrator.com_removed, checkpoint if outputs.dir is not None else None, checkpoint_every)
+        written = saved is not None
         while alive:
-            monitor.start(offset, alive, state)
+            monitor.start(offset, alive, state, written)
             segment = rollout(model, state, steps - offset, integrator, neighbors, store=False, on_step=monitor)
+            written = False
             if monitor.failure is None:
                 state, offset = segment.state, steps
                 break
@@ -538,15 +480,22 @@ def simulate(
             alive = [alive[b] for b in keep]
             state = failed_state.select(keep).replace(forces=None, energy=None)
             neighbors.reset()
-        wall = time.perf_counter() - t0
+        if outputs.dir is not None:
+            checkpoint(offset, state)
+        wall = wall_before + time.perf_counter() - t0
 
-    return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall, neighbors.builds, outputs,
-                   history)
+    return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
+                   builds_before + neighbors.builds, outputs, history)
+
+
+def _stop_record(stop: ReplicaStop) -> dict:
+    """A stopped replica as plain data and tensors for a checkpoint."""
+    return {**{f.name: getattr(stop, f.name) for f in fields(stop)}, "frame": frame_record(stop.frame)}
 
 
 def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_total: int, offset: int, steps: int,
-            timestep_fs: float, wall: float, builds: int, outputs: _Outputs,
-            history: _ThermoHistory) -> SimulationResult:
+            timestep_fs: float, wall: float, builds: int, outputs: Outputs,
+            history: ThermoHistory) -> SimulationResult:
     """The result of a run; plot and ``summary.json`` written when there is an output directory."""
     final_atoms: list[Atoms | None] = [None] * n_total
     status, completed = ["ok"] * n_total, [offset] * n_total

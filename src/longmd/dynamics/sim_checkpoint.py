@@ -1,0 +1,97 @@
+"""Checkpoints of ``simulate``: a killed run resumes where its last checkpoint left it.
+
+A checkpoint (``OUT/checkpoint.pt``, written atomically) holds the state of the surviving replicas with their
+forces, the thermostat's random-generator state, the stopped replicas, the thermo history and how far every
+output file had been written. Resuming from it continues the same trajectories bit for bit: the cached forces
+feed the first half-kick, and a fresh neighbour list holds the same pairs within the cutoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from torch import nn
+
+from longmd.atomic import atomic_torch_save
+from longmd.dynamics.state import MDState
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's parameter and buffer names and values (as float64 on the host)."""
+    digest = hashlib.sha256()
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        digest.update(name.encode())
+        value = t.detach().to("cpu")
+        digest.update((value.double() if value.is_floating_point() else value).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class SimulationCheckpoint:
+    """What a resumed run needs (see the module doc). ``run``: the settings a resume must keep."""
+
+    step: int
+    state: MDState
+    alive: list[int]
+    stopped: list[dict]  # the fields of each ReplicaStop, its frame as a frame_record
+    generator_state: torch.Tensor | None
+    history: dict
+    outputs: dict
+    run: dict
+    wall_s: float
+    neighbor_builds: int
+
+    def save(self, out_dir: Path) -> Path:
+        state = {f.name: getattr(self.state, f.name) for f in fields(MDState)}
+        state = {k: None if v is None else v.detach().to("cpu") for k, v in state.items()}
+        payload = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}, "state": state}
+        return atomic_torch_save(payload, out_dir / CHECKPOINT)
+
+    @classmethod
+    def load(cls, out_dir: Path, run: dict, device: str | torch.device) -> SimulationCheckpoint:
+        """The checkpoint in ``out_dir``; raises when there is none or ``run`` differs from the stored settings."""
+        path = out_dir / CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"resume: no simulation checkpoint {path}")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{path}: unknown checkpoint format {payload.get('format')!r}")
+        changed = [f"{k}: {payload['run'].get(k)!r} in the checkpoint, {v!r} now" for k, v in run.items()
+                   if payload["run"].get(k) != v]
+        if changed:
+            raise ValueError(f"resume: {path} was written with other settings ({'; '.join(changed)}); "
+                             "resume with the same model, structures and ensemble settings, or use a new --out")
+        state = MDState(**{k: None if v is None else v.to(device) for k, v in payload["state"].items()})
+        kept = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in kept and k != "state"}, state=state)
+
+
+
+def frame_record(atoms: Atoms) -> dict:
+    """An ``Atoms`` frame (with momenta and a single-point energy/forces) as tensors, exactly."""
+    record = {key: torch.as_tensor(np.asarray(value)) for key, value in (
+        ("numbers", atoms.numbers), ("positions", atoms.positions), ("cell", atoms.cell[:]), ("pbc", atoms.pbc),
+        ("masses", atoms.get_masses()), ("momenta", atoms.get_momenta()))}
+    if atoms.calc is not None:
+        record["energy"] = torch.tensor(atoms.get_potential_energy())
+        record["forces"] = torch.as_tensor(atoms.get_forces())
+    return record
+
+
+def frame_from_record(record: dict) -> Atoms:
+    """The ``Atoms`` of :func:`frame_record`."""
+    atoms = Atoms(numbers=record["numbers"].numpy(), positions=record["positions"].numpy(),
+                  cell=record["cell"].numpy(), pbc=record["pbc"].numpy(), masses=record["masses"].numpy())
+    atoms.set_momenta(record["momenta"].numpy(), apply_constraint=False)
+    if "energy" in record:
+        atoms.calc = SinglePointCalculator(atoms, energy=float(record["energy"]), forces=record["forces"].numpy())
+    return atoms
