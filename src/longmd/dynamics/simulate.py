@@ -436,7 +436,8 @@ def simulate(
     run = {"model": model_fingerprint(model), "numbers": state.numbers.tolist(), "replicas": n_total,
            "timestep_fs": timestep_fs, "ensemble": ensemble, "temperature_K": temperature_K,
            "friction_per_fs": friction_per_fs if ensemble == "langevin" else None,
-           "tau_fs": tau_fs if ensemble == "svr" else None, "seed": seed, "dtype": str(dtype)}
+           "tau_fs": tau_fs if ensemble == "svr" else None, "seed": seed, "dtype": str(dtype),
+           "noise_device": None if generator is None else generator.device.type}  # CPU and CUDA streams differ
     saved = None
     if resume:
         saved = SimulationCheckpoint.load(Path(out_dir), run, device)
