@@ -130,3 +130,16 @@ def test_energies_stay_right_through_rollout_training(emt_data, tmp_path) -> Non
     with torch.no_grad():
         error = (trainer.model(batch.graph(0)) - batch.energy[0]) / 32
     assert error.abs().max() < 0.02  # eV/atom; without the refit the offset drifts freely at S > 1
+
+
+def test_mixed_timesteps_train_single_frames_and_refuse_rollouts(tmp_path) -> None:
+    from conftest import make_emt_trajectories
+
+    paths = [make_emt_trajectories(tmp_path / "a.extxyz", n_frames=20, timestep_fs=2.0),
+             make_emt_trajectories(tmp_path / "b.extxyz", n_frames=20, timestep_fs=1.0, seed=1)]
+    data = f"{paths[0]},{paths[1]}"
+    single = _config(data, tmp_path / "conv", "training.mode=conventional", "data.split=frames",
+                     "data.val_fraction=0.1", "training.max_epochs=1")
+    assert Trainer(single, log=lambda *_: None).run().records
+    with pytest.raises(ConfigError, match=r"need one timestep for all trajectories \(.*2.0 fs.*1.0 fs"):
+        Trainer(_config(data, tmp_path / "dt", "training.s_max=3"), log=lambda *_: None)

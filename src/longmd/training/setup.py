@@ -10,13 +10,12 @@ import torch
 from longmd.config import Config, ConfigError
 from longmd.data.splits import Split, random_frame_split, split_by_trajectory, split_time_blocks
 from longmd.data.trajectory import Trajectory
+from longmd.dynamics.rollout import parse_gradient
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 from longmd.models.mace import MACEModel
-
-GRADIENT_MODES = ("full", "detached")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,11 +25,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _check_gradient_mode(mode: str) -> None:
-    if mode in GRADIENT_MODES:
-        return
-    if mode.startswith("truncated:") and mode.split(":", 1)[1].isdigit() and int(mode.split(":", 1)[1]) >= 1:
-        return
-    raise ConfigError(f"training.rollout_gradient: expected full | truncated:K | detached, got {mode!r}")
+    try:
+        create_graph, _ = parse_gradient(mode)
+    except ValueError:
+        create_graph = False
+    if not create_graph:  # "none" parses but trains nothing
+        raise ConfigError(f"training.rollout_gradient: expected full | truncated:K | detached, got {mode!r}")
 
 
 def validate_config(cfg: Config) -> None:

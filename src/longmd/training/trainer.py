@@ -129,6 +129,7 @@ class Trainer:
             np.array([self.trajectories[t].energy[f] for t, f in train_frames]),
             [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
         )
+        self.s_max = 1 if t.mode == "conventional" else t.s_max
         self.timestep_fs = self._common_timestep()
         with distributed.local_main_first():  # one rank per node builds the cache, the others load it
             self.neighbors = ReferenceNeighbors.build(
@@ -137,7 +138,6 @@ class Trainer:
         if self.checkpoint is None:
             self._center_energies(train_frames)
         self.train_frames = train_frames
-        self.s_max = 1 if t.mode == "conventional" else t.s_max
         self.val_windows = self._validation_windows()
         self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
         self.loss_settings = LossSettings(
@@ -182,10 +182,13 @@ class Trainer:
         self.model.set_reference_energies({z: current[z] + shift[z] for z in current})
 
     def _common_timestep(self) -> float:
+        """The trajectories' timestep; several are fine only when nothing is integrated (S = 1, frame validation)."""
         steps = {round(tr.timestep_fs, 9) for tr in self.trajectories}
-        if len(steps) > 1 and self.s_max > 1:
+        rollouts = self.s_max > 1 or (self.cfg.data.split != "frames" and self.cfg.training.val_length > 1)
+        if len(steps) > 1 and rollouts:
             names = ", ".join(f"{tr.name}: {tr.timestep_fs} fs" for tr in self.trajectories)
-            raise ConfigError(f"Dynamic Training needs one timestep for all trajectories ({names})")
+            raise ConfigError(f"rollouts (Dynamic Training at S > 1, validation windows of training.val_length > 1 "
+                              f"frames) need one timestep for all trajectories ({names})")
         return float(self.trajectories[0].timestep_fs)
 
     def _validation_windows(self) -> list[Window]:
@@ -367,8 +370,8 @@ class Trainer:
                     group["lr"] = t.lr_reset
                 self.scheduler = self._new_scheduler()
             self._save_model("last.pt", s, val)
+            self.run_log.append(record)  # before the checkpoint: a resume drops a record it has no checkpoint for
             self._save_checkpoint()
-            self.run_log.append(record)
             if decision.finished:
                 self.log(f"S={s} (s_max) converged: training finished")
                 break
