@@ -133,3 +133,26 @@ def test_thermostat_noise_is_seeded(ensemble: str) -> None:
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
+
+
+def test_svr_thermostats_the_centre_of_mass_frame_and_keeps_a_drift() -> None:
+    """Drifting Ar crystals under SVR: each system's total momentum is kept, the internal E_kin is canonical."""
+    target = 40.0
+    state = thermalised([argon_crystal()] * 64, 10.0)
+    drift = torch.tensor([0.02, -0.01, 0.005], dtype=state.dtype)  # Å per ASE time: E_kin(COM) >> kT
+    state = state.replace(momenta=state.momenta + state.masses[:, None] * drift)
+    total = torch.zeros(64, 3, dtype=state.dtype).index_add(0, state.system, state.momenta)
+    torch.testing.assert_close(state.temperature(), thermalised([argon_crystal()] * 64, 10.0).temperature())
+    integrator = make_integrator("svr", 10.0, target, tau_fs=50.0, seed=3)
+    samples = []
+
+    def collect(step: int, s: MDState) -> None:
+        if step >= 200 and step % 4 == 0:
+            samples.append(s.temperature(com_removed=True))
+
+    out = rollout(smooth_lj(), state, 1000, integrator, VerletNeighbors(8.5, 1.0), store=False, on_step=collect)
+    after = torch.zeros(64, 3, dtype=state.dtype).index_add(0, out.state.system, out.state.momenta)
+    torch.testing.assert_close(after, total, rtol=1e-10, atol=1e-12)
+    t = torch.stack(samples)  # internal temperature: 2 E_kin / (9 k_B), E_kin ~ Gamma(9/2, kT)
+    assert abs(float(t.mean()) / target - 1.0) < 0.04
+    assert abs(float(t.var()) / (target**2 * 2 / 9) - 1.0) < 0.15

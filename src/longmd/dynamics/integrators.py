@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from longmd.dynamics.state import MDState, degrees_of_freedom, kinetic_energy
+from longmd.dynamics.state import MDState, degrees_of_freedom, kinetic_energy, remove_total_momentum
 from longmd.units import KB_EV_PER_K, fs_to_ase_time
 
 ForceFn = Callable[[MDState], MDState]
@@ -40,7 +41,7 @@ def drift(state: MDState, dt: float) -> MDState:
 
 def _generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
     """The generator itself, or (first use on another device) a new one there with the same seed."""
-    if generator is None or generator.device.type == device.type:
+    if generator is None or (generator.device.type == device.type and generator.device.index in (None, device.index)):
         return generator
     moved = torch.Generator(device=device)
     moved.manual_seed(generator.initial_seed())
@@ -63,6 +64,7 @@ class LangevinO:
     temperature_K: float
     friction: float  # 1 / ASE time
     generator: torch.Generator | None = None
+    conserves_momentum: ClassVar[bool] = False
 
     def __call__(self, state: MDState, dt: float) -> MDState:
         c = math.exp(-self.friction * dt)
@@ -80,11 +82,22 @@ class BussiR:
     temperature_K: float
     tau: float  # ASE time
     generator: torch.Generator | None = None
+    conserves_momentum: ClassVar[bool] = True
+    _dof: tuple[torch.Tensor, torch.Tensor, int] | None = field(default=None, init=False, repr=False)
+
+    def _degrees_of_freedom(self, state: MDState) -> tuple[torch.Tensor, int]:
+        """(B,) 3N - 3 and its maximum, cached per batch (one host read when the systems change)."""
+        if self._dof is None or self._dof[0] is not state.system:
+            dof = degrees_of_freedom(state.system, state.n_systems, com_removed=True)
+            self._dof = (state.system, dof.to(state.dtype), int(dof.max()))
+        return self._dof[1], self._dof[2]
 
     def __call__(self, state: MDState, dt: float) -> MDState:
+        """Rescales the momenta in each system's centre-of-mass frame; the total momentum is kept as it is."""
         n_sys = state.n_systems
-        dof = degrees_of_freedom(state.system, n_sys, com_removed=True).to(state.dtype)
-        kin0 = kinetic_energy(state.momenta, state.masses, state.system, n_sys)
+        dof, max_dof = self._degrees_of_freedom(state)
+        internal = remove_total_momentum(state.momenta, state.masses, state.system, n_sys)
+        kin0 = kinetic_energy(internal, state.masses, state.system, n_sys)
         # A system at rest (or a lone atom) cannot be rescaled: keep it as it is. The clamp uses the dtype's
         # smallest normal number (a literal 1e-300 is 0 in float32 and gave 0 * inf = NaN momenta).
         kin = kin0.clamp_min(torch.finfo(state.dtype).tiny)
@@ -93,7 +106,6 @@ class BussiR:
         self.generator = _generator_on(self.generator, state.device)
         r1 = torch.randn(n_sys, generator=self.generator, dtype=state.dtype, device=state.device)
         # Sum of dof - 1 squared normals (a chi-squared draw), seeded through the same generator.
-        max_dof = int(dof.max().item())
         extra = torch.randn(n_sys, max(max_dof - 1, 1), generator=self.generator, dtype=state.dtype,
                             device=state.device)
         mask = torch.arange(extra.shape[1], device=state.device)[None, :] < (dof[:, None] - 1)
@@ -105,7 +117,8 @@ class BussiR:
         )
         alpha = torch.where(kin0 > 0, torch.sqrt(new_kin.clamp_min(0) / kin), torch.ones_like(kin))
         sign = torch.where(r1 + torch.sqrt(c * kin * dof / ((1 - c) * target)) < 0, -1.0, 1.0).to(state.dtype)
-        return state.replace(momenta=state.momenta * (alpha * sign)[state.system][:, None])
+        scale = (alpha * sign)[state.system][:, None]
+        return state.replace(momenta=state.momenta - internal + internal * scale)
 
 
 @dataclass
@@ -138,8 +151,8 @@ class Integrator:
 
     @property
     def com_removed(self) -> bool:
-        """Whether the total momentum is conserved at zero (affects the degrees of freedom of T)."""
-        return self.name != "langevin"
+        """Whether the total momentum is conserved (T then counts 3N - 3 degrees of freedom, in the COM frame)."""
+        return self.thermostat is None or getattr(self.thermostat, "conserves_momentum", False)
 
 
 ENSEMBLES = ("nve", "langevin", "svr")

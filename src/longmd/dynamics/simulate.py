@@ -33,7 +33,6 @@ from longmd.dynamics.rollout import rollout
 from longmd.dynamics.sim_checkpoint import SimulationCheckpoint, frame_from_record, frame_record, model_fingerprint
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
-from longmd.units import KB_EV_PER_K
 
 logger = logging.getLogger(__name__)
 
@@ -264,15 +263,17 @@ class MinDistance:
 
 
 def check_replicas(
-    state: MDState, d_min: Tensor, dof: Tensor, min_distance: float, max_temperature_K: float
+    state: MDState, d_min: Tensor, min_distance: float, max_temperature_K: float, com_removed: bool = True
 ) -> np.ndarray:
     """(5, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T.
 
     Code 0: good; 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T above
-    ``max_temperature_K``. A lower code takes precedence.
+    ``max_temperature_K``. A lower code takes precedence. E_kin is the whole kinetic energy (E_pot + E_kin is
+    conserved in NVE); T is that of :meth:`MDState.temperature` (centre-of-mass motion excluded when the total
+    momentum is conserved).
     """
     e_kin = state.kinetic_energy()
-    temperature = 2.0 * e_kin / (dof * KB_EV_PER_K)
+    temperature = state.temperature(com_removed)
     nonfinite = ~_finite_per_system(state.positions + state.momenta + state.forces, state.system, state.energy)
     code = torch.where(nonfinite, 1.0, torch.where(d_min < min_distance, 2.0, 3.0 * (temperature > max_temperature_K)))
     stats = torch.stack([code.to(e_kin.dtype), d_min, state.energy, e_kin, temperature])
@@ -306,14 +307,13 @@ class _Monitor:
         ``written``: the outputs of step ``offset`` are already on disk (a resumed run).
         """
         self.offset, self.alive, self.written = offset, alive, written
-        self.dof = state.degrees_of_freedom(self.com_removed)
         self.last_good: MDState | None = None
         self.failure: tuple[int, MDState, np.ndarray] | None = None
 
     def __call__(self, step: int, s: MDState) -> bool | None:
         g = self.offset + step
-        stats = check_replicas(s, self.min_distance(s), self.dof, self.limits.min_distance,
-                               self.limits.max_temperature_K)
+        stats = check_replicas(s, self.min_distance(s), self.limits.min_distance, self.limits.max_temperature_K,
+                               self.com_removed)
         if stats[0].any():
             self.failure = (g, s, stats)
             return False

@@ -75,8 +75,13 @@ class MDState:
         return degrees_of_freedom(self.system, self.n_systems, com_removed).to(self.dtype)
 
     def temperature(self, com_removed: bool = True) -> Tensor:
-        """(B,) instantaneous temperature, K: 2 E_kin / (dof k_B)."""
-        return 2.0 * self.kinetic_energy() / (self.degrees_of_freedom(com_removed) * KB_EV_PER_K)
+        """(B,) instantaneous temperature, K: 2 E_kin / (dof k_B).
+
+        With ``com_removed`` (total momentum conserved: NVE, SVR) E_kin is taken in each system's centre-of-mass
+        frame with 3N - 3 degrees of freedom, so a drifting system (e.g. a molecule shot at a surface) is not
+        reported as hot; otherwise (Langevin) the whole kinetic energy over 3N.
+        """
+        return temperature(self.momenta, self.masses, self.system, self.n_systems, com_removed)
 
     def detach(self) -> MDState:
         """A copy whose tensors carry no autograd graph (same storage)."""
@@ -203,6 +208,14 @@ def kinetic_energy(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: i
     """(B,) sum of p^2 / 2m per system, eV."""
     per_atom = 0.5 * (momenta * momenta).sum(-1) / masses
     return torch.zeros(n_systems, dtype=momenta.dtype, device=momenta.device).index_add(0, system, per_atom)
+
+
+def temperature(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int, com_removed: bool = True) -> Tensor:
+    """(B,) instantaneous temperature, K (see :meth:`MDState.temperature`)."""
+    if com_removed:
+        momenta = remove_total_momentum(momenta, masses, system, n_systems)
+    dof = degrees_of_freedom(system, n_systems, com_removed).to(momenta.dtype)
+    return 2.0 * kinetic_energy(momenta, masses, system, n_systems) / (dof * KB_EV_PER_K)
 
 
 def degrees_of_freedom(system: Tensor, n_systems: int, com_removed: bool = True) -> Tensor:

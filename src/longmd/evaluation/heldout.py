@@ -73,10 +73,13 @@ class HeldOut:
         return first if same else None
 
     def temperatures(self, t: int) -> np.ndarray:
-        """Instantaneous temperature (K) of the allowed frames of trajectory ``t`` (dof = 3N - 3)."""
+        """Instantaneous temperature (K) of the allowed frames of trajectory ``t``, in the centre-of-mass frame
+        (dof = 3N - 3), as :meth:`MDState.temperature` measures it."""
         tr = self.trajectories[t]
         f = self.frames[t]
-        kin = 0.5 * np.einsum("i,tij->t", tr.masses, tr.velocities[f] ** 2)
+        v = tr.velocities[f]
+        v = v - np.einsum("i,tij->tj", tr.masses, v)[:, None, :] / tr.masses.sum()
+        kin = 0.5 * np.einsum("i,tij->t", tr.masses, v**2)
         return 2.0 * kin / (max(3 * tr.n_atoms - 3, 1) * KB_EV_PER_K)
 
     def rollout_windows(self, steps: int, n_starts: int | None, seed: int) -> list[Window]:
