@@ -10,8 +10,8 @@ from longmd.analysis.transport import (
     fit_diffusion,
     msd,
     nernst_einstein_conductivity,
-    unwrap_positions,
 )
+from longmd.data.trajectory import unwrap_positions
 from longmd.units import KB_EV_PER_K
 
 
@@ -63,7 +63,7 @@ def test_unwrap_recovers_continuous_path() -> None:
     path = _random_walk(300, 4, 0.4, seed=2) + 3.0
     frac = path @ np.linalg.inv(cell)
     wrapped = (frac - np.floor(frac)) @ cell
-    unwrapped = unwrap_positions(wrapped, cell)
+    unwrapped = unwrap_positions(wrapped, cell, pbc=True)
     np.testing.assert_allclose(unwrapped[0], wrapped[0])  # starts from the wrapped first frame
     np.testing.assert_allclose(unwrapped - unwrapped[0], path - path[0], atol=1e-9)
 

@@ -97,6 +97,10 @@ def test_wrong_resumes_are_refused_with_the_reason(tmp_path) -> None:
         simulate(other, cluster(), steps=30, out_dir=tmp_path, resume=True, **RUN)
     with pytest.raises(ValueError, match="at step 20, beyond steps=10"):
         simulate(model(), cluster(), steps=10, out_dir=tmp_path, resume=True, **RUN)
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])  # a file cut short
+    with pytest.raises(ValueError, match="not a readable simulation checkpoint"):
+        simulate(model(), cluster(), steps=30, out_dir=tmp_path, resume=True, **RUN)
 
 
 def test_cli_resume_extends_a_run(tmp_path, capsys) -> None:

@@ -29,21 +29,6 @@ def _line_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     return float(a), float(b), float(np.sqrt(np.sum(resid**2) / dof / sxx))
 
 
-def unwrap_positions(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray | bool = True) -> np.ndarray:
-    """Undo wrapping into a fixed cell: each frame-to-frame displacement is taken minimum-image.
-
-    Valid while no atom moves more than half a cell length between consecutive frames.
-    """
-    pos = as_frames(positions)
-    c = np.asarray(cell, dtype=np.float64)
-    periodic = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
-    frac = pos @ np.linalg.inv(c)
-    step = np.diff(frac, axis=0)
-    step[..., periodic] -= np.round(step[..., periodic])
-    unwrapped = np.concatenate([frac[:1], frac[:1] + np.cumsum(step, axis=0)], axis=0)
-    return unwrapped @ c
-
-
 def msd(
     positions: np.ndarray,
     frame_interval_fs: float,
@@ -54,7 +39,7 @@ def msd(
     """Mean squared displacement (Å^2) of the selected atoms versus lag time (fs).
 
     Args:
-        positions: (T, N, 3) *unwrapped* positions, Å (see :func:`unwrap_positions`).
+        positions: (T, N, 3) *unwrapped* positions, Å (see :func:`longmd.data.trajectory.unwrap_positions`).
         frame_interval_fs: time between frames.
         atoms: indices or boolean mask of the atoms to average over (e.g. ``numbers == 3``); default all.
         average_origins: average over every time origin t (exact, O(T log T) via FFT); else only t = 0.

@@ -62,9 +62,13 @@ class SimulationCheckpoint:
         path = out_dir / CHECKPOINT
         if not path.is_file():
             raise FileNotFoundError(f"resume: no simulation checkpoint {path}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown checkpoint format {payload.get('format')!r}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign file: torch's own message is long and unhelpful
+            raise ValueError(f"resume: {path} is not a readable simulation checkpoint ({type(exc).__name__}); "
+                             "delete it to start over") from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+            raise ValueError(f"resume: {path} is not a longmd simulation checkpoint (format {FORMAT} expected)")
         changed = [f"{k}: {payload['run'].get(k)!r} in the checkpoint, {v!r} now" for k, v in run.items()
                    if payload["run"].get(k) != v]
         if changed:

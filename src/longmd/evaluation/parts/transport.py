@@ -9,7 +9,8 @@ from ase.data import atomic_masses, atomic_numbers
 from torch import nn
 
 from longmd.analysis.plots import plot_msd
-from longmd.analysis.transport import arrhenius_fit, fit_diffusion, msd, nernst_einstein_conductivity, unwrap_positions
+from longmd.analysis.transport import arrhenius_fit, fit_diffusion, msd, nernst_einstein_conductivity
+from longmd.data.trajectory import unwrap_positions
 from longmd.dynamics.simulate import simulate
 from longmd.evaluation.context import Context, symbol
 from longmd.evaluation.parts.stability import read_runs, thin
