@@ -2,8 +2,10 @@
 #   make demo   train a small EGNN with Dynamic Training on the embedded example, then evaluate it
 #   make test   run the test suite
 # Both create/update a virtual environment in .venv. An existing torch in the system Python is reused
-# (so GPU users keep their CUDA build); otherwise the CPU build torch==2.13.0 is installed.
+# (so GPU users keep their CUDA build); otherwise torch==2.13.0 is installed from pip's configured index,
+# or from TORCH_INDEX when given (e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build).
 PYTHON ?= python3
+TORCH_INDEX ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml
 	else \
 		$(PYTHON) -m venv $(VENV); \
 		$(PY) -m pip install -q --upgrade pip; \
-		$(PY) -m pip install -q torch==2.13.0; \
+		$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
 	fi
 	$(PY) -m pip install -q -e ".[dev]"
 	@rm -f $(VENV)/.installed-*; touch $@
