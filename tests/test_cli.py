@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from longmd.cli import main
@@ -60,3 +61,65 @@ def test_packaged_configs_by_name(tmp_path, monkeypatch) -> None:
     assert load_config("demo").training.s_max == 7
     with pytest.raises(ConfigError, match="nosuch"):
         load_config("nosuch")
+
+
+def test_set_override_errors_name_the_override(tmp_path, capsys) -> None:
+    assert main(["train", "demo", "--set", "training.lr=fast", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "override 'training.lr=fast': training.lr: expected float" in err and err.count("\n") == 1
+
+
+def _init_file(tmp_path, bad_key: str | None = None):
+    """A Cu cell with momenta; ``bad_key`` (positions, cell, momenta) gets a non-finite entry."""
+    import ase.io
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.set_momenta(np.zeros((len(atoms), 3)))
+    if bad_key == "cell":
+        atoms.cell.array[0, 0] = np.inf
+    elif bad_key:
+        atoms.arrays[bad_key][0, 0] = np.nan
+    path = tmp_path / "init.extxyz"
+    ase.io.write(path, atoms)
+    return path
+
+
+@pytest.mark.parametrize("bad_key", [None, "positions", "cell", "momenta"])
+def test_simulate_rejects_bad_init_files(tmp_path, capsys, bad_key) -> None:
+    path = _init_file(tmp_path, bad_key)
+    if bad_key is None:
+        path.write_text("2\n\nH 0 0\n")  # unreadable
+    assert main(["simulate", str(tmp_path / "model.pt"), str(path), "--out", str(tmp_path / "md")]) == 2
+    err = capsys.readouterr().err
+    expected = "cannot read (XYZError" if bad_key is None else f"last frame: key '{bad_key}': contains NaN or inf"
+    assert f"init.extxyz: {expected}" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--data", "d.xyz", "--model", "m.pt"], ["simulate", "m.pt", "i.xyz"]])
+def test_device_is_checked(tmp_path, capsys, command) -> None:
+    import torch
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--device", "gpu"])
+    assert exit_info.value.code == 2 and "expected cpu, cuda or cuda:N, got 'gpu'" in capsys.readouterr().err
+    device = "cuda:99" if torch.cuda.is_available() else "cuda"
+    assert main([*command, "--device", device, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--device {device}:" in err and "CUDA device" in err and err.count("\n") == 1
+
+
+def test_info_takes_a_timestep(tmp_path, capsys) -> None:
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.set_momenta(np.zeros((len(atoms), 3)))
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((len(atoms), 3)))
+    path = tmp_path / "nodt.extxyz"
+    ase.io.write(path, [atoms, atoms])
+    assert main(["info", str(path)]) == 2
+    assert "no timestep in the file" in capsys.readouterr().err
+    assert main(["info", str(path), "--timestep-fs", "0.5"]) == 0
+    assert "2 frames x 0.5 fs" in capsys.readouterr().out

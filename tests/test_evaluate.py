@@ -234,3 +234,52 @@ def test_command_line_options() -> None:
         options_from_args(parse(["evaluate", "--data", "d", "--model", "m", "--option", "nonsense=1"]))
     with pytest.raises(ValueError, match="I,J or I,J,THRESHOLD_A"):
         options_from_args(parse(["evaluate", "--data", "d", "--model", "m", "--track", "1"]))
+
+
+def test_option_values_are_typed() -> None:
+    from longmd.cli import build_parser
+    from longmd.evaluation.cli import options_from_args
+
+    def options(*extra: str) -> EvalOptions:
+        return options_from_args(build_parser().parse_args(["evaluate", "--data", "d", "--model", "m", *extra]))
+
+    o = options("--option", "track=[[0, 1], [2, 3, 1.5]]", "--option", "r_max=1e1", "--option", "temperatures=[300]")
+    assert o.track == [TrackedPair(0, 1), TrackedPair(2, 3, 1.5)] and o.r_max == 10.0 and o.temperatures == [300.0]
+    with pytest.raises(ValueError, match="option r_max: expected float, got 'abc'"):
+        options("--option", "r_max=abc")
+    with pytest.raises(ValueError, match=r"option track\[0\]: expected TrackedPair, got \[0\]"):
+        options("--option", "track=[[0]]")
+
+
+def test_data_with_other_key_names(emt_data, tmp_path) -> None:
+    import ase.io
+
+    frames = ase.io.read(emt_data, index=":")
+    for atoms in frames[:80]:  # two trajectories
+        atoms.info["E_ref"] = atoms.get_potential_energy()
+        atoms.arrays["F_ref"] = atoms.get_forces()
+        atoms.info["run"] = atoms.info.pop("traj_id")
+        atoms.calc = None
+    data = tmp_path / "renamed.extxyz"
+    ase.io.write(data, frames[:80])
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--data", str(data), "--model", EMT_SPEC, "--parts", "frames", "--frames", "4",
+               "--energy-key", "E_ref", "--forces-key", "F_ref", "--traj-id-key", "run", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["protocol"]["held_out"]) == ["renamed.extxyz::0", "renamed.extxyz::1"]
+    assert metrics["models"]["EMT"]["frames"]["force_mae"] < 1e-5
+
+
+def test_analysis_of_one_cell_gives_torch_no_read_only_arrays() -> None:
+    import warnings
+
+    from longmd.analysis.structure import distance_histogram
+
+    rng = np.random.default_rng(0)
+    positions = rng.uniform(0, 4, size=(3, 8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch: "The given NumPy array is not writable"
+        _, h = distance_histogram(positions, cell=4 * np.eye(3), pbc=True, r_max=2.0, n_bins=10)
+    assert np.all(np.isfinite(h))

@@ -267,3 +267,25 @@ def test_read_frames_of_compressed_files(frames, tmp_path: Path, suffix: str) ->
     last = read_frames(path, index=-1)
     assert np.allclose(last.positions, frames[-1].positions)
     assert len(read_frames(path)) == len(frames)
+
+
+def test_read_structure_checks_the_frame(frames, tmp_path: Path) -> None:
+    from longmd.io.read import read_structure
+
+    path = tmp_path / "init.extxyz"
+    ase.io.write(path, _copy(frames, 3))
+    assert np.allclose(read_structure(path).positions, frames[2].positions, atol=1e-6)
+    assert np.allclose(read_structure(path, 0).positions, frames[0].positions, atol=1e-6)
+    bad = _copy(frames, 2)
+    bad[0].positions[1, 2] = np.nan
+    bad[1].set_momenta(np.full((len(bad[1]), 3), np.inf))
+    ase.io.write(path, bad)
+    with pytest.raises(DataError, match=r"init\.extxyz: frame 0: key 'positions': contains NaN or inf"):
+        read_structure(path, 0)
+    with pytest.raises(DataError, match=r"init\.extxyz: last frame: key 'momenta': contains NaN or inf"):
+        read_structure(path)
+    path.write_text("3\n\nH 0 0\n")
+    with pytest.raises(DataError, match=r"init\.extxyz: cannot read"):
+        read_structure(path)
+    with pytest.raises(DataError, match=r"nothere\.xyz: file not found"):
+        read_structure(tmp_path / "nothere.xyz")

@@ -86,3 +86,11 @@ def test_unregistered_class_cannot_be_saved(tmp_path) -> None:
 
     with pytest.raises(TypeError, match="not in MODEL_CLASSES"):
         save_model(Custom([1], hidden=4, n_rff=2, n_layers=1), tmp_path / "c.pt")
+
+
+def test_a_foreign_torch_file_gives_one_line(tmp_path) -> None:
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    with pytest.raises(ValueError) as info:
+        load_model(tmp_path / "module.pt")
+    message = str(info.value)
+    assert message == f"{tmp_path / 'module.pt'}: not a longmd model file (it pickles torch.nn.modules.linear.Linear)"

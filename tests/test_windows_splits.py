@@ -122,3 +122,33 @@ def test_split_refuses_other_data(trajectories) -> None:
         split.windows("train", trajectories[:3], length=1)
     with pytest.raises(ValueError, match="names"):
         split.windows("train", trajectories[::-1], length=1)
+
+
+def test_bad_split_files_are_named(trajectories, tmp_path: Path) -> None:
+    path = tmp_path / "split.json"
+    path.write_text('{"format_version": 1}')
+    with pytest.raises(ValueError, match=r"split\.json: missing key 'method'"):
+        Split.load(path)
+    path.write_text('{"format_version": 1, "method": "m", "seed": 0, "n_traj": 1}')
+    with pytest.raises(ValueError, match=r"split\.json: missing key 'subsets'"):
+        Split.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"split\.json: not JSON"):
+        Split.load(path)
+    random_frame_split(trajectories, 0.2, seed=1).save(path)
+    with pytest.raises(ValueError, match=rf"{path}: split made for 4 trajectories, got 3"):
+        Split.load(path).check(trajectories[:3])
+
+
+def test_split_save_is_atomic(trajectories, tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "split.json"
+    old = split_by_trajectory(4, 0.25, seed=0)
+    old.save(path)
+
+    def crash(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        split_by_trajectory(4, 0.25, seed=1).save(path)
+    assert Split.load(path) == old and [p.name for p in tmp_path.iterdir()] == ["split.json"]

@@ -10,6 +10,27 @@ import sys
 from pathlib import Path
 
 
+def _device(text: str) -> str:
+    """argparse type of --device: cpu, cuda or cuda:N."""
+    kind, _, index = text.partition(":")
+    if (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit())):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+
+
+def _require_device(device: str | None) -> None:
+    """A clear error when --device names a CUDA device that is not there."""
+    if not device or not device.startswith("cuda"):
+        return
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available")
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) available")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a potential (conventional or Dynamic Training) from a YAML config")
     p.add_argument("config", nargs="?",
@@ -56,7 +77,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between thermo rows")
     p.add_argument("--traj-every", type=int, default=10, help="steps between trajectory frames")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="precision (default: the model's)")
     p.add_argument("--skin", type=float, default=1.0, help="Verlet-list skin, Å")
     p.add_argument("--min-distance", type=float, default=0.5, help="blow-up: atoms closer than this, Å")
@@ -76,13 +97,12 @@ def cmd_simulate(args) -> int:
 
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
-    from longmd.io.read import read_frames
+    from longmd.io.read import read_structure
     from longmd.models.io import open_model
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
+    _require_device(args.device)
+    atoms = read_structure(resolve(args.init))
     model = open_model(args.model, device=args.device)
-    atoms = read_frames(resolve(args.init), index=-1)
     result = simulate(
         model, atoms, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
         temperature_K=args.temperature_K, friction_per_fs=args.friction_per_fs, tau_fs=args.tau_fs,
@@ -131,6 +151,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, help="rollout starts run together (default 16)")
     p.add_argument("--dtype", choices=["float64", "float32", "model"], help="precision of all runs (float64)")
     p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
+    p.add_argument("--energy-key", help="info/calculator key of the total energy (default energy)")
+    p.add_argument("--forces-key", help="array/calculator key of the forces (default forces)")
+    p.add_argument("--traj-id-key", help="info key splitting one file into trajectories (default traj_id)")
     p.add_argument("--ase-cutoff", type=float, help="Verlet-list cutoff for ASE calculators, Å (default 5)")
     p.add_argument("--paper-scale", action="store_true",
                    help="the DT paper's protocol: 300-step rollouts, 5 x 100 ps stability runs (hours on a CPU)")
@@ -138,7 +161,7 @@ def _add_evaluate(sub) -> None:
                    help="any EvalOptions field, value parsed as YAML, e.g. --option r_max=8 (repeatable)")
     p.add_argument("--resume", action="store_true", help="reuse finished parts of OUT/metrics.json (same protocol)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--device", help="cpu | cuda (default cpu)")
+    p.add_argument("--device", type=_device, help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits small systems)")
     p.add_argument("--seed", type=int, help="seed of starts and thermostats (default 0)")
     p.set_defaults(func=cmd_evaluate)
@@ -147,6 +170,7 @@ def _add_evaluate(sub) -> None:
 def cmd_evaluate(args) -> int:
     from longmd.evaluation import evaluate_cli
 
+    _require_device(args.device)
     return evaluate_cli(args)
 
 
@@ -177,6 +201,7 @@ def cmd_datagen(args) -> int:
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="summarise a dataset")
     p.add_argument("data", nargs="+", help="trajectory files or example:NAME")
+    p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
     p.set_defaults(func=cmd_info)
 
 
@@ -187,7 +212,7 @@ def cmd_info(args) -> int:
     from longmd.examples import resolve
     from longmd.io.read import read_trajectories
 
-    trajectories = read_trajectories([resolve(p) for p in args.data])
+    trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=args.timestep_fs)
     print(f"{len(trajectories)} trajectories, {sum(len(t) for t in trajectories)} frames")
     for tr in trajectories:
         formula = Atoms(numbers=tr.numbers).get_chemical_formula()

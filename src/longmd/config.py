@@ -1,25 +1,28 @@
 """The training configuration: one YAML file per run, every key with a default and a one-line doc.
 
-Unknown keys are errors (a typo must never silently fall back to a default). ``longmd config --show``
-prints every key with its default and doc; :func:`load_config` reads a YAML file and applies
-``section.key=value`` overrides from the command line.
+Unknown keys are errors (a typo must never silently fall back to a default), and values are checked against
+the declared types. ``longmd config`` prints every key with its default and doc; :func:`load_config` reads a
+YAML file and applies ``section.key=value`` overrides from the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 
-def option(default: Any, doc: str) -> Any:
-    """A dataclass field with a default and a one-line doc (kept in the field's metadata)."""
+def option(default: Any, doc: str, minimum: float | None = None) -> Any:
+    """A dataclass field with a default, a one-line doc and an optional lower bound (kept in its metadata)."""
+    metadata = {"doc": doc} if minimum is None else {"doc": doc, "min": minimum}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc})
-    return field(default=default, metadata={"doc": doc})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class ConfigError(ValueError):
@@ -28,11 +31,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    paths: list = option(["example:h2_pd6_graphene"], "trajectory files (any ase.io format); 'example:NAME' = embedded")
+    paths: list[str] = option(["example:h2_pd6_graphene"],
+                              "trajectory files (any ase.io format); 'example:NAME' = embedded")
     energy_key: str = option("energy", "info/calculator key of the total energy (eV)")
     forces_key: str = option("forces", "array/calculator key of the forces (eV/Å)")
     traj_id_key: str = option("traj_id", "info key splitting one file into trajectories")
-    timestep_fs: Any = option(None, "timestep of the data in fs, if the files do not carry 'timestep_fs'")
+    timestep_fs: float | None = option(None, "timestep of the data in fs, if the files do not carry 'timestep_fs'")
     split: str = option("trajectory", "validation split: trajectory | time_blocks | frames (random, conventional)")
     val_fraction: float = option(0.125, "fraction held out for validation (trajectories, time or frames)")
     test_fraction: float = option(0.125, "fraction of trajectories held out for testing, never trained on")
@@ -61,16 +65,17 @@ class TrainingConfig:
     neighbor_update_every: int = option(1, "reuse each reference neighbour list for k rollout steps")
     neighbor_skin: float = option(0.25, "Å added to the cutoff of reference neighbour lists (envelope-safe)")
     batch_size: int = option(32, "windows per optimisation step")
-    windows_per_epoch: Any = option(None, "random subset of training windows per epoch (None = all)")
+    windows_per_epoch: int | None = option(None, "random subset of training windows per epoch (None = all)", 1)
     window_stride: int = option(1, "frames between consecutive training-window starts")
     lr: float = option(1e-3, "initial learning rate (Adam)")
     lr_reset: float = option(1e-4, "learning rate set when S increases")
     lr_factor: float = option(0.33, "ReduceLROnPlateau factor")
     patience: int = option(15, "epochs without improvement before the lr drops; at the floor: before S += 1")
     min_lr: float = option(2e-6, "learning-rate floor")
-    max_epochs_per_s: Any = option(None, "cap on epochs spent at one S (None = until converged)")
-    max_epochs: Any = option(None, "cap on the total number of epochs (None = no cap)")
-    max_minutes: Any = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)")
+    max_epochs_per_s: int | None = option(None, "cap on epochs spent at one S (None = until converged)", 1)
+    max_epochs: int | None = option(None, "cap on the total number of epochs (None = no cap)", 0)
+    max_minutes: float | None = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)",
+                                       0)
     grad_clip: float = option(1.0, "gradient-norm clip (0 = off)")
     val_length: int = option(60, "frames of each validation rollout (the paper: 60)")
     val_windows: int = option(16, "number of fixed validation rollouts")
@@ -78,7 +83,7 @@ class TrainingConfig:
     dtype: str = option("float32", "float32 | float64")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     seed: int = option(0, "seed of initialisation, sampling and thermostats")
-    threads: Any = option(None, "torch CPU threads (None = torch's default)")
+    threads: int | None = option(None, "torch CPU threads (None = torch's default)", 1)
     progress: bool = option(True, "show progress bars")
 
 
@@ -96,43 +101,112 @@ class Config:
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig}
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    if default is None or value is None:
+_TYPE_NAMES = {type(None): "null", bool: "true/false"}
+
+
+def _type_name(hint: Any) -> str:
+    if hint in _TYPE_NAMES:
+        return _TYPE_NAMES[hint]
+    if get_origin(hint) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(hint))
+    if get_args(hint):
+        return f"{get_origin(hint).__name__}[{', '.join(_type_name(a) for a in get_args(hint))}]"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _number(value: Any) -> float | None:
+    """A number or numeric string (YAML reads ``1e-3`` as a string) as a float; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the declared type ``hint`` (bool, int, float, str, list[...], dict, X | None, a dataclass
+    from a list or mapping of its fields), or a :class:`ConfigError` naming ``where``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
         return value
-    if isinstance(default, bool):
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return coerce(value, rest[0], where)
+        for arg in rest:
+            try:
+                return coerce(value, arg, where)
+            except ConfigError:
+                pass
+    elif hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if isinstance(default, (int, float)) and not isinstance(value, bool) and isinstance(value, (int, float)):
-        return type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
-    if isinstance(default, str) and isinstance(value, str):
-        return value
-    if isinstance(default, list) and isinstance(value, (list, str)):
-        return [value] if isinstance(value, str) else list(value)
-    if isinstance(default, dict) and isinstance(value, dict):
-        return dict(value)
-    raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    elif hint in (int, float):
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        number = _number(value)
+        if number is not None and math.isfinite(number) and (hint is float or number.is_integer()):
+            return hint(number)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is list or origin is list:
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            return [coerce(v, args[0], f"{where}[{k}]") for k, v in enumerate(items)] if args else list(items)
+    elif hint is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        names = [f.name for f in fields(hint)]
+        given = dict(zip(names, value, strict=False)) if isinstance(value, (list, tuple)) else value
+        if isinstance(given, dict) and set(given) <= set(names) and len(value) <= len(names):
+            hints = get_type_hints(hint)
+            try:
+                return hint(**{k: coerce(v, hints[k], f"{where}.{k}") for k, v in given.items()})
+            except TypeError:  # a required field is missing
+                pass
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 
 
-def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
-    """Build a :class:`Config`, rejecting unknown sections and keys with a message naming them."""
+def _coerce_field(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
+    value = coerce(value, get_type_hints(cls)[f.name], where)
+    low = f.metadata.get("min")
+    if low is not None and value is not None and value < low:
+        raise ConfigError(f"{where}: must be >= {low}, got {value!r}")
+    return value
+
+
+def config_from_dict(raw: dict, source: str = "<dict>", sources: dict[str, str] | None = None) -> Config:
+    """Build a :class:`Config`, rejecting unknown sections and keys and values of the wrong type.
+
+    Errors name ``source``, or ``sources["section.key"]`` for keys that came from elsewhere (an override).
+    """
     raw = dict(raw or {})
+    sources = sources or {}
     cfg = Config()
     for name in raw:
         if name not in _SECTIONS and name != "out":
-            raise ConfigError(f"{source}: unknown key '{name}' (allowed: {', '.join([*_SECTIONS, 'out'])})")
+            where = sources.get(name, source)
+            raise ConfigError(f"{where}: unknown key '{name}' (allowed: {', '.join([*_SECTIONS, 'out'])})")
     if "out" in raw:
         cfg.out = str(raw["out"])
     for name, cls in _SECTIONS.items():
         section = raw.get(name) or {}
         if not isinstance(section, dict):
-            raise ConfigError(f"{source}: section '{name}' must be a mapping")
+            raise ConfigError(f"{sources.get(name, source)}: section '{name}' must be a mapping")
         known = {f.name: f for f in fields(cls)}
         target = getattr(cfg, name)
         for key, value in section.items():
+            where = sources.get(f"{name}.{key}", source)
             if key not in known:
-                raise ConfigError(f"{source}: unknown key '{name}.{key}' (allowed: {', '.join(known)})")
-            setattr(target, key, _coerce(value, getattr(target, key), f"{source}: {name}.{key}"))
+                raise ConfigError(f"{where}: unknown key '{name}.{key}' (allowed: {', '.join(known)})")
+            setattr(target, key, _coerce_field(cls, known[key], value, f"{where}: {name}.{key}"))
     return cfg
 
 
@@ -161,6 +235,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: cannot read config: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections")
+    sources: dict[str, str] = {}
     for text in overrides or []:
         keys, value = parse_override(text)
         node = raw
@@ -169,7 +244,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{text}': '{k}' is not a section")
         node[keys[-1]] = value
-    return config_from_dict(raw, source)
+        sources[".".join(keys[:2])] = f"override '{text}'"
+        sources.setdefault(keys[0], f"override '{text}'")  # for errors about the section itself
+    return config_from_dict(raw, source, sources)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

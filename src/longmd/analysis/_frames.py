@@ -23,7 +23,7 @@ def frame_cells(cell: np.ndarray | None, n_frames: int) -> np.ndarray:
         return np.zeros((n_frames, 3, 3))
     c = np.asarray(cell, dtype=np.float64)
     if c.shape == (3, 3):
-        return np.broadcast_to(c, (n_frames, 3, 3))
+        return np.repeat(c[None], n_frames, axis=0)  # writable (torch warns on read-only views)
     if c.shape == (n_frames, 3, 3):
         return c
     raise ValueError(f"cell must have shape (3, 3) or ({n_frames}, 3, 3), got {c.shape}")

@@ -38,6 +38,7 @@ class Split:
         subsets: ``{"train"|"val"|"test": {traj: sorted frame indices, or None for all frames}}``.
         names: trajectory names, to check the split is applied to the same data (optional).
         params: the fractions and other arguments, for the record.
+        path: the file it was loaded from (named in errors), if any.
     """
 
     method: str
@@ -46,6 +47,7 @@ class Split:
     subsets: dict[str, Frames]
     names: list[str] | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)
 
     def frames(self, subset: str) -> list[np.ndarray | None]:
         """Allowed frames per trajectory for ``make_windows`` (empty array = trajectory not in subset)."""
@@ -61,12 +63,13 @@ class Split:
 
     def check(self, trajectories: Sequence[Trajectory | int]) -> None:
         """Raise ValueError if the trajectories are not those the split was made for."""
+        where = f"{self.path}: " if self.path else ""
         if len(trajectories) != self.n_traj:
-            raise ValueError(f"split made for {self.n_traj} trajectories, got {len(trajectories)}")
+            raise ValueError(f"{where}split made for {self.n_traj} trajectories, got {len(trajectories)}")
         if self.names is not None:
             names = [getattr(t, "name", None) for t in trajectories]
             if None not in names and names != self.names:
-                raise ValueError("split made for trajectories with other names (different data or order)")
+                raise ValueError(f"{where}split made for trajectories with other names (different data or order)")
 
     def to_json(self) -> str:
         """JSON text; frame sets are stored as [start, stop) runs."""
@@ -87,22 +90,43 @@ class Split:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> Split:
-        data = json.loads(text)
+    def from_json(cls, text: str, source: str = "split") -> Split:
+        """Parse :meth:`to_json` output; errors (ValueError) name ``source`` and the missing or bad key."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a split must be a JSON object")
         if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported split format version {data.get('format_version')}")
-        subsets = {
-            name: {int(t): None if runs is None else _from_runs(runs) for t, runs in chosen.items()}
-            for name, chosen in data["subsets"].items()
-        }
-        return cls(data["method"], data["seed"], data["n_traj"], subsets, data["names"], data["params"])
+            raise ValueError(f"{source}: unsupported split format version {data.get('format_version')}")
+        missing = [k for k in ("method", "seed", "n_traj", "subsets") if k not in data]
+        if missing:
+            raise ValueError(f"{source}: missing key {missing[0]!r}")
+        try:
+            subsets = {
+                name: {int(t): None if runs is None else _from_runs(runs) for t, runs in chosen.items()}
+                for name, chosen in data["subsets"].items()
+            }
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: key 'subsets': invalid ({exc})") from exc
+        return cls(data["method"], data["seed"], data["n_traj"], subsets, data.get("names"), data.get("params", {}))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Write :meth:`to_json` atomically."""
+        from longmd.atomic import atomic_write_text  # imports torch: only when writing
+
+        atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Split:
-        return cls.from_json(Path(path).read_text())
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read split ({exc.strerror or exc})") from exc
+        split = cls.from_json(text, str(path))
+        split.path = str(path)
+        return split
 
 
 def _to_runs(frames: np.ndarray) -> list[list[int]]:

@@ -87,7 +87,9 @@ def options_from_args(args: Any, timestep_fs: float | None = None) -> EvalOption
 
 def evaluate_cli(args: Any) -> int:
     """Entry point of ``longmd evaluate``."""
-    trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=getattr(args, "timestep_fs", None))
+    keys = {k: getattr(args, k) for k in ("energy_key", "forces_key", "traj_id_key") if getattr(args, k, None)}
+    trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=getattr(args, "timestep_fs", None),
+                                     **keys)
     test = Split.load(args.split) if args.split else None
     options = options_from_args(args, trajectories[0].timestep_fs)
     models = load_models(args.model, args.name, options.device, getattr(args, "ase_cutoff", None) or 5.0)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_type_hints
 
-from longmd.config import option
+from longmd.config import coerce, option
 
 PARTS = ("rollout", "frames", "stability", "jaccard", "transport", "drift", "speed")
 DEFAULT_PARTS = ("rollout", "frames", "stability", "jaccard", "drift", "speed")
@@ -81,10 +81,13 @@ class EvalOptions:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> EvalOptions:
+        """A copy with ``changes``, each checked against (and converted to) its field's type, e.g. a track
+        given as ``[[0, 1, 1.5]]`` becomes a list of :class:`TrackedPair`."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise ValueError(f"unknown evaluation options {sorted(unknown)}")
-        return dataclasses.replace(self, **changes)
+        hints = get_type_hints(EvalOptions)
+        return dataclasses.replace(self, **{k: coerce(v, hints[k], f"option {k}") for k, v in changes.items()})
 
 
 def paper_scale(timestep_fs: float = 0.5) -> dict[str, Any]:

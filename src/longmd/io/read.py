@@ -31,9 +31,11 @@ class DataError(ValueError):
     """Invalid or unreadable input data; the message names file, frame and key."""
 
 
-def _err(file: str, frame: int | None, key: str | None, problem: str) -> DataError:
+def _err(file: str, frame: int | str | None, key: str | None, problem: str) -> DataError:
     where = [file]
-    if frame is not None:
+    if isinstance(frame, str):  # a label, e.g. "last frame"
+        where.append(frame)
+    elif frame is not None:
         where.append(f"frame {frame}")
     if key is not None:
         where.append(f"key {key!r}")
@@ -98,14 +100,35 @@ def read_frames(path: PathLike, index: Any = ":") -> Atoms | list[Atoms]:
         return ase.io.read(io.StringIO(f.read()), index=index, format=fmt)
 
 
-def _read_file(path: Path, *, traj_id_key: str, index: Any, **keys: Any) -> list[Trajectory]:
+def _read_checked(path: Path, index: Any) -> Atoms | list[Atoms]:
     file = str(path)
     if not path.is_file():
         raise _err(file, None, None, "file not found")
     try:
-        frames = read_frames(path, index)
+        return read_frames(path, index)
     except Exception as exc:  # ASE raises many kinds of errors for unreadable files
         raise _err(file, None, None, f"cannot read ({type(exc).__name__}: {exc})") from exc
+
+
+def read_structure(path: PathLike, index: int = -1) -> Atoms:
+    """One frame (default: the last) of a structure file, e.g. the start of an MD run, checked: a
+    :class:`DataError` names the file and frame when it cannot be read or holds non-finite positions,
+    cell or momenta."""
+    atoms = _read_checked(Path(path), index)
+    if not isinstance(atoms, Atoms):
+        raise _err(str(path), None, None, f"index {index!r} does not select one frame")
+    frame = "last frame" if index == -1 else f"frame {index}"
+    n = len(atoms)
+    _array(str(path), frame, "positions", atoms.positions, (n, 3))
+    _array(str(path), frame, "cell", atoms.cell.array, (3, 3))
+    if "momenta" in atoms.arrays:
+        _array(str(path), frame, "momenta", atoms.arrays["momenta"], (n, 3))
+    return atoms
+
+
+def _read_file(path: Path, *, traj_id_key: str, index: Any, **keys: Any) -> list[Trajectory]:
+    file = str(path)
+    frames = _read_checked(path, index)
     if isinstance(frames, Atoms):
         frames = [frames]
     if len(frames) == 0:
@@ -179,7 +202,7 @@ def _lookup(atoms: Atoms, key: str, where: str) -> Any:
     return None
 
 
-def _array(file: str, frame: int, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _array(file: str, frame: int | str, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
     if value is None:
         raise _err(file, frame, key, "missing (not in info/arrays or calculator results)")
     try:
@@ -233,7 +256,8 @@ def _timestep(file: str, frames: list[Atoms], idx: list[int], timestep_fs: float
     elif timestep_fs is not None:
         dt = float(timestep_fs)
     else:
-        raise _err(file, idx[0], "timestep_fs", "no timestep in the file; pass timestep_fs")
+        raise _err(file, idx[0], "timestep_fs", "no timestep in the file; pass timestep_fs "
+                   "(--timestep-fs, or data.timestep_fs in a training config)")
     if not (np.isfinite(dt) and dt > 0):
         raise _err(file, idx[0], "timestep_fs", f"must be positive, got {dt}")
     time = _info_series(file, frames, idx, "time_fs")

@@ -7,6 +7,7 @@ map_location="cpu")`` reads it on any machine (with or without a GPU) and no pic
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,11 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:
-        raise ValueError(f"{path}: not a longmd model file ({exc})") from exc
+    except Exception as exc:  # torch's messages run to many lines of weights_only advice
+        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        why = f"it pickles {pickled.group(1)}" if pickled else f"torch.load failed: {type(exc).__name__}"
+        hint = "; a MACE model? use mace:PATH" if pickled and pickled.group(1).startswith("mace.") else ""
+        raise ValueError(f"{path}: not a longmd model file ({why}){hint}") from exc
     keys = payload.keys() if isinstance(payload, dict) else ()
     missing = [k for k in ("class", "hyperparameters", "state_dict") if k not in keys]
     if missing:
