@@ -59,3 +59,9 @@ def test_docs_list_every_key_a_resume_may_change() -> None:
     text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
     sentence = text[text.index("A resume keeps the stored"):].split(")")[0]
     assert all(f"`{key}`" in sentence for key in RESUMABLE_CHANGES), sentence
+
+
+@pytest.mark.parametrize("key", ["s_max", "batch_size", "val_length", "val_windows", "neighbor_update_every"])
+def test_counts_below_one_are_rejected_where_they_are_read(key: str) -> None:
+    with pytest.raises(ConfigError, match=f"training.{key}: must be >= 1, got 0"):
+        load_config(None, [f"training.{key}=0"])

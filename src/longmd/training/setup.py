@@ -48,9 +48,6 @@ def validate_config(cfg: Config) -> None:
     _check_gradient_mode(t.rollout_gradient)
     if t.mode == "dynamic" and cfg.data.split == "frames" and t.s_max > 1:
         raise ConfigError("data.split=frames shuffles frames and cannot feed rollouts: use trajectory or time_blocks")
-    for key in ("s_max", "batch_size", "val_length", "val_windows", "neighbor_update_every", "patience"):
-        if getattr(t, key) < (0 if key == "patience" else 1):
-            raise ConfigError(f"training.{key} must be positive, got {getattr(t, key)}")
 
 
 RESUMABLE_CHANGES = ("max_epochs", "max_epochs_per_s", "max_minutes", "s_max", "progress", "device", "threads")
