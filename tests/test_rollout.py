@@ -45,6 +45,23 @@ def test_verlet_lists_give_the_trajectory_of_fresh_lists_with_fewer_builds() -> 
     print(f"Verlet list: {verlet.builds} builds in 200 steps")
 
 
+def test_verlet_list_can_isolate_nonfinite_systems() -> None:
+    """With ``isolate_nonfinite`` a system with a NaN/inf coordinate gets no pairs, the others their usual
+    list, at the first build and at a rebuild; without it the search refuses such positions."""
+    good, broken = argon_cluster(), argon_cluster()
+    broken.positions[3] = [float("nan"), 0.0, float("inf")]
+    state = MDState.from_atoms([good, good])
+    expected = batched_neighbor_list(state.positions, state.cell, state.pbc, state.system, 9.5)[0][:, :156]
+    blown_up = MDState.from_atoms([good, broken])
+    first = VerletNeighbors(8.5, 1.0, isolate_nonfinite=True)
+    assert torch.equal(first.edges(0, blown_up)[0], expected) and expected.shape[1] == 13 * 12
+    later = VerletNeighbors(8.5, 1.0, isolate_nonfinite=True)
+    later.edges(0, state)  # a list of finite systems, then a blow-up: the displacement (NaN) forces a build
+    assert torch.equal(later.edges(1, blown_up)[0], expected) and later.builds == 2
+    with pytest.raises(ValueError, match="NaN"):
+        VerletNeighbors(8.5, 1.0).edges(0, blown_up)
+
+
 def test_given_neighbors_use_the_list_of_step_s_div_k_times_k() -> None:
     lists = [(torch.full((2, 1), s), torch.zeros(1, 3)) for s in range(10)]
     policy = GivenNeighbors(lists, update_every=3)

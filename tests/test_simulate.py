@@ -16,7 +16,7 @@ from ase.cluster import Icosahedron
 from longmd.cli import main
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.rollout import compute_forces
-from longmd.dynamics.simulate import FiniteNeighbors, MinDistance, seed_streams, simulate
+from longmd.dynamics.simulate import MinDistance, seed_streams, simulate
 from longmd.dynamics.state import MDState
 from longmd.models.egnn import EGNN
 from longmd.models.io import save_model
@@ -163,7 +163,7 @@ def test_nonfinite_positions_stop_their_replica_only() -> None:
     assert result.replicas == [0, 2] and result.steps == 4 and result.status == ["ok", "nan", "ok"]
     # The guarded Verlet list searches a broken system as far-apart atoms: no pairs, the others untouched.
     state = MDState.from_atoms([cluster(), broken])
-    guarded = FiniteNeighbors(VerletNeighbors(8.5, 1.0))
+    guarded = VerletNeighbors(8.5, 1.0, isolate_nonfinite=True)
     edge_index, _ = guarded.edges(0, state)
     assert edge_index.shape[1] == 13 * 12 and int(edge_index.max()) < 13
 

@@ -21,27 +21,9 @@ def system_neighbor_list(positions: Tensor, cell: Tensor, pbc: Tensor, cutoff: f
     Includes periodic self-images (i == j with S != 0) when a cell is smaller than the cutoff. Pairs are
     sorted by i, j, then S, so lists are reproducible on every device.
     """
-    positions = positions.detach().to(torch.float64)
-    cell = cell.detach().to(device=positions.device, dtype=torch.float64)
-    pbc = torch.as_tensor(pbc, dtype=torch.bool).broadcast_to((3,)).to(positions.device)
-    if not bool(torch.isfinite(positions).all()):
-        raise ValueError("neighbor_list: positions contain NaN or inf")
-    if bool((torch.linalg.vector_norm(cell, dim=1)[pbc] < 1e-12).any()):
-        raise ValueError("neighbor_list: a periodic direction has a zero cell vector")
-    if len(positions) < (1 if bool(pbc.any()) else 2):  # no pairs possible (vesin-torch 0.6 divides by zero)
-        empty = torch.zeros(0, dtype=torch.long, device=positions.device)
-        return empty, empty.clone(), torch.zeros(0, 3, dtype=torch.long, device=positions.device)
-    i, j, S = NeighborList(cutoff=float(cutoff), full_list=True).compute(positions, cell, pbc, "ijS")
-    i, j, S = i.long(), j.long(), S.long()
-    if len(i) == 0:
-        return i, j, S
-    # One sort on a composite key (i, j, S0, S1, S2): shifts offset to be non-negative, each in base `width`.
-    width = int(S.abs().max()) * 2 + 1
-    key = i * len(positions) + j
-    for column in range(3):
-        key = key * width + S[:, column] + width // 2
-    order = torch.argsort(key)
-    return i[order], j[order], S[order]
+    pbc = torch.as_tensor(pbc, dtype=torch.bool).broadcast_to((3,))
+    system = torch.zeros(len(positions), dtype=torch.long, device=positions.device)
+    return _pairs(positions, torch.as_tensor(cell)[None], pbc[None], system, cutoff)
 
 
 def neighbor_list(
@@ -67,16 +49,56 @@ def batched_neighbor_list(
         cutoff: radius, Å.
 
     Returns:
-        edge_index (2, E) long and shifts (E, 3) in ``positions.dtype``, on ``positions.device``.
+        edge_index (2, E) long and shifts (E, 3) in ``positions.dtype``, on ``positions.device``, sorted by
+        (i, j, S) as :func:`system_neighbor_list`.
     """
-    counts = torch.bincount(system, minlength=cell.shape[0]).tolist()
-    edges, shifts, start = [], [], 0
+    i, j, S = _pairs(positions, cell, pbc, system, cutoff)
+    return torch.stack([i, j]), S.to(positions.dtype)
+
+
+def _pairs(
+    positions: Tensor, cell: Tensor, pbc: Tensor, system: Tensor, cutoff: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sorted i, j, S (int64) of a batch (indices into the batch's atoms).
+
+    Host reads: one before the search (atoms per system and the input checks of every system), vesin's own,
+    and one after it (the width of the sort key).
+    """
+    device = positions.device
+    positions = positions.detach().to(torch.float64)
+    cell = cell.detach().to(device=device, dtype=torch.float64)
+    pbc = pbc.to(device=device, dtype=torch.bool)
+    n_systems = cell.shape[0]
+    ones = torch.ones(len(system), dtype=torch.long, device=device)
+    counts = torch.zeros(n_systems, dtype=torch.long, device=device).index_add(0, system, ones)
+    zero_vector = ((torch.linalg.vector_norm(cell, dim=2) < 1e-12) & pbc).any(dim=1)
+    finite = torch.isfinite(positions).all()[None].long()
+    host = torch.cat([counts, pbc.any(dim=1).long(), zero_vector.long(), finite]).tolist()  # the read before the search
+    counts, periodic, zero_vector, finite = (host[:n_systems], host[n_systems : 2 * n_systems],
+                                             host[2 * n_systems : 3 * n_systems], host[-1])
+    if not finite:
+        raise ValueError("neighbor_list: positions contain NaN or inf")
+    if any(zero_vector):
+        raise ValueError("neighbor_list: a periodic direction has a zero cell vector")
+    found, start = [], 0
     for b, count in enumerate(counts):
-        i, j, S = system_neighbor_list(positions[start : start + count], cell[b], pbc[b], cutoff)
-        edges.append(torch.stack([i + start, j + start]))
-        shifts.append(S)
+        if count >= (1 if periodic[b] else 2):  # else no pairs possible (vesin-torch 0.6 divides by zero)
+            i, j, S = NeighborList(cutoff=float(cutoff), full_list=True).compute(
+                positions[start : start + count], cell[b], pbc[b], "ijS")
+            found.append((i.long() + start, j.long() + start, S.long()))
         start += count
-    if not edges:
-        return (torch.zeros(2, 0, dtype=torch.long, device=positions.device),
-                torch.zeros(0, 3, dtype=positions.dtype, device=positions.device))
-    return torch.cat(edges, dim=1), torch.cat(shifts).to(positions.dtype)
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty.clone(), torch.zeros(0, 3, dtype=torch.long, device=device)
+    i, j, S = (torch.cat(parts) for parts in zip(*found, strict=True))
+    if len(i) == 0:
+        return i, j, S
+    # Sort by (i, j, S): a stable sort on the shifts (offset to be non-negative, each in base `width`), then one
+    # on the pair. Indices are the batch's, so this gives every system's sorted list in turn.
+    width = int(S.abs().max()) * 2 + 1  # the one read after the search
+    shift_key = torch.zeros_like(i)
+    for column in range(3):
+        shift_key = shift_key * width + S[:, column] + width // 2
+    order = torch.argsort(shift_key, stable=True)
+    order = order[torch.argsort((i * len(positions) + j)[order], stable=True)]
+    return i[order], j[order], S[order]

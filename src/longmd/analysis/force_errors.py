@@ -9,6 +9,7 @@ Every function accepts tensors or array-likes; inputs that are not tensors are c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -33,6 +34,13 @@ def _check_forces(pred: Tensor, ref: Tensor, numbers: Tensor) -> None:
         raise ValueError(f"numbers must have shape ({pred.shape[-2]},), got {tuple(numbers.shape)}")
 
 
+@functools.lru_cache(maxsize=64)
+def _species_table(species: tuple[int, ...], device: torch.device) -> Tensor:
+    """The species as a tensor on ``device``, copied there once (a copy to a GPU waits for its queued work).
+    Shared: never modify it."""
+    return torch.tensor(species, device=device, dtype=torch.long)
+
+
 def _species_reduce(
     err: Tensor, numbers: Tensor, species: Sequence[int] | None, power: int
 ) -> tuple[list[int], Tensor, Tensor]:
@@ -42,7 +50,7 @@ def _species_reduce(
     """
     numbers = numbers.to(err.device).long()
     species_list = sorted({int(z) for z in numbers.tolist()}) if species is None else [int(z) for z in species]
-    table = torch.tensor(species_list, device=err.device, dtype=torch.long)
+    table = _species_table(tuple(species_list), err.device)
     onehot = (numbers[:, None] == table[None, :]).to(err.dtype)  # (N, n_species)
     per_atom = err.abs().pow(power).sum(-1)  # (..., N)
     counts = onehot.sum(0)  # (n_species,)

@@ -53,14 +53,14 @@ class Graph:
 
         Verlet lists carry a skin (~1.7x more pairs for 1 Å at 5 Å); a model whose edges beyond its cutoff
         contribute exactly zero calls this first so those pairs cost nothing. The choice of edges is a step
-        function, made without autograd; gradients flow through the kept edges as before.
+        function, made without autograd; gradients flow through the kept edges as before. The number of kept
+        edges is the one read from the device (a GPU waits for it); the batch itself is returned when all are kept.
         """
         with torch.no_grad():
             vectors = self.edge_vectors()
-            keep = (vectors * vectors).sum(dim=1) < cutoff * cutoff
-        if bool(keep.all()):
+            index = torch.nonzero((vectors * vectors).sum(dim=1) < cutoff * cutoff).squeeze(1)
+        if len(index) == self.edge_index.shape[1]:
             return self
-        index = torch.nonzero(keep).squeeze(1)
         return self.replace(edge_index=self.edge_index[:, index], shifts=self.shifts[index])
 
     def replace(self, **changes: Tensor) -> Graph:

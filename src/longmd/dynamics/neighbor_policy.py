@@ -61,12 +61,18 @@ class VerletNeighbors:
     Pairs that come within the cutoff between rebuilds were within cutoff + skin at the build, so results
     equal a fresh list every step (the model ignores pairs beyond its cutoff). Call :meth:`reset` when
     the atoms of the batch change (e.g. a replica is removed).
+
+    A step reads one pair of numbers from the device (largest displacement, cell changed). With
+    ``isolate_nonfinite`` a system with a NaN/inf coordinate is searched as a non-periodic line of far-apart
+    atoms (no pairs), so the search cannot fail and the other systems are untouched; this costs no extra read
+    (a non-finite displacement always triggers a build). Without it such positions make the search raise.
     """
 
-    def __init__(self, cutoff: float, skin: float = 1.0) -> None:
+    def __init__(self, cutoff: float, skin: float = 1.0, isolate_nonfinite: bool = False) -> None:
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         self.cutoff, self.skin = float(cutoff), float(skin)
+        self.isolate_nonfinite = isolate_nonfinite
         self.builds = 0
         self._reference: Tensor | None = None
         self._cell: Tensor | None = None
@@ -81,17 +87,33 @@ class VerletNeighbors:
         return self._edges
 
     def edges(self, step: int, state: MDState) -> Edges:
-        positions = state.positions.detach()
+        positions, cell = state.positions.detach(), state.cell.detach()
         if (
             self._reference is not None
             and self._reference.shape == positions.shape
-            and torch.equal(self._cell, state.cell.detach())
+            and self._cell.shape == cell.shape
         ):
             moved = (positions - self._reference).norm(dim=-1).max()
-            if float(moved) <= 0.5 * self.skin:
+            cell_changed = (cell != self._cell).any().to(moved.dtype)
+            moved, cell_changed = torch.stack([moved, cell_changed]).tolist()  # the one read of a step
+            if not cell_changed and moved <= 0.5 * self.skin:  # a NaN displacement compares False: rebuild
                 return self._edges
-        self._edges = batched_neighbor_list(positions, state.cell, state.pbc, state.system, self.cutoff + self.skin)
+        pbc = state.pbc
+        if self.isolate_nonfinite:
+            positions, pbc = isolate_nonfinite(positions, pbc, state.system, 2.0 * (self.cutoff + self.skin) + 1.0)
+        self._edges = batched_neighbor_list(positions, cell, pbc, state.system, self.cutoff + self.skin)
         self._reference = positions.clone()
-        self._cell = state.cell.detach().clone()
+        self._cell = cell.clone()
         self.builds += 1
         return self._edges
+
+
+def isolate_nonfinite(positions: Tensor, pbc: Tensor, system: Tensor, spacing: float) -> tuple[Tensor, Tensor]:
+    """Positions and pbc with every system that has a NaN/inf coordinate replaced by a non-periodic line of
+    atoms ``spacing`` apart (no pairs within a cutoff below it); finite systems are unchanged. No host read."""
+    atom_ok = torch.isfinite(positions).all(dim=-1)
+    bad = torch.zeros(len(pbc), dtype=torch.int32, device=positions.device).index_add(0, system, (~atom_ok).int())
+    finite = bad == 0
+    line = torch.zeros_like(positions)
+    line[:, 0] = torch.arange(len(positions), dtype=positions.dtype, device=positions.device) * spacing
+    return torch.where(finite[system][:, None], positions, line), pbc & finite[:, None]

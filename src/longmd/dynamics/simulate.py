@@ -3,7 +3,8 @@
 Around the rollout: Maxwell-Boltzmann start, Verlet lists with a skin, a thermo log (CSV), trajectories
 (extxyz and ASE .traj), a plot of energies and temperature, a progress bar and per-replica blow-up checks.
 
-After every step one vectorised pass on the device (one host transfer) checks every replica: a non-finite
+After every step one vectorised pass on the device (one host transfer; docs/dynamics.md lists the few other
+reads of a step) checks every replica: a non-finite
 state, atoms closer than ``min_distance`` or a temperature above ``max_temperature_K`` stops that replica
 with a message; its last good frame (the previous step, held by reference) is kept and written. It leaves
 the batch and the others go on: systems are independent, so survivors follow exactly the trajectory they
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from longmd.data.graph import edge_vectors
 from longmd.dynamics.integrators import make_integrator
-from longmd.dynamics.neighbor_policy import Edges, VerletNeighbors
+from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.sim_checkpoint import SimulationCheckpoint, frame_from_record, frame_record, model_fingerprint
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
@@ -187,40 +188,6 @@ def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, see
     return state.replace(momenta=torch.where(draw[state.system][:, None], p, state.momenta))
 
 
-class FiniteNeighbors:
-    """A Verlet list that is never asked to search non-finite positions.
-
-    The atoms of a system with a NaN/inf coordinate are searched as a non-periodic line of far-apart atoms
-    (no pairs), so the search cannot fail and the other systems are untouched; the blow-up check then stops
-    that system.
-    """
-
-    def __init__(self, inner: VerletNeighbors) -> None:
-        self.inner = inner
-        self._spacing = 2.0 * (inner.cutoff + inner.skin) + 1.0
-
-    @property
-    def builds(self) -> int:
-        return self.inner.builds
-
-    @property
-    def current(self) -> Edges | None:
-        return self.inner.current
-
-    def reset(self) -> None:
-        self.inner.reset()
-
-    def edges(self, step: int, state: MDState) -> Edges:
-        x = state.positions.detach()
-        if bool(torch.isfinite(x).all()):  # one scalar read, just before the Verlet list's own
-            return self.inner.edges(step, state)
-        finite = _finite_per_system(x, state.system, x.new_zeros(state.n_systems))
-        line = torch.arange(len(x), dtype=x.dtype, device=x.device)[:, None] * x.new_tensor([self._spacing, 0, 0])
-        safe = state.replace(positions=torch.where(finite[state.system][:, None], x, line),
-                             pbc=state.pbc & finite[:, None])
-        return self.inner.edges(step, safe)
-
-
 class MinDistance:
     """(B,) shortest pair distance of each system over the current neighbour list (inf: no pair).
 
@@ -230,7 +197,7 @@ class MinDistance:
     step costs a scatter over the few close pairs instead of the whole list. Cached on the build counter.
     """
 
-    def __init__(self, neighbors: FiniteNeighbors | VerletNeighbors, reach: float | None = None) -> None:
+    def __init__(self, neighbors: VerletNeighbors, reach: float | None = None) -> None:
         self.neighbors, self.reach = neighbors, reach
         self._build = -1
         self._pairs: tuple[Tensor, Tensor, Tensor] | None = None  # i, j, periodic offset S·cell
@@ -429,7 +396,7 @@ def simulate(
     if max_temperature_K is None:
         max_temperature_K = default_max_temperature(temperature_K)
     limits = _Limits(min_distance, max_temperature_K)
-    neighbors = FiniteNeighbors(VerletNeighbors(model.cutoff, skin))
+    neighbors = VerletNeighbors(model.cutoff, skin, isolate_nonfinite=True)
     n_total = state.n_systems
     alive, offset, stopped, wall_before, builds_before = list(range(n_total)), 0, [], 0.0, 0
     history = ThermoHistory(n_total)

@@ -72,6 +72,7 @@ class MACEModel(EnergyModel):
         index = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
         index[self.species] = torch.arange(len(self.species))
         self.register_buffer("species_index", index, persistent=False)
+        self._checked: Tensor | None = None  # last `numbers` validated (as AtomicReference.index does)
 
     @classmethod
     def from_preset(cls, name: str, species: list[int], **overrides: Any) -> MACEModel:
@@ -97,13 +98,22 @@ class MACEModel(EnergyModel):
             raise NotImplementedError("a mace_run_train model stays in MACE's own file format")
         return dict(self._hp)
 
+    def _species_index(self, numbers: Tensor) -> Tensor:
+        """Species index of each atom. Unknown elements raise; the check reads the device once per ``numbers``
+        tensor (an MD run passes the same one every step), not once per call."""
+        if self._hp is not None:
+            return self.reference.index(numbers)
+        index = self.species_index[numbers]
+        if numbers is not self._checked:
+            if bool((index < 0).any()):
+                unknown = sorted({int(z) for z in numbers[index < 0].tolist()})
+                raise ValueError(f"MACE model knows elements {self.species}, not {unknown}")
+            self._checked = numbers
+        return index
+
     def forward(self, graph: Graph) -> Tensor:
         graph = graph.within(self.cutoff)  # MACE would run its tensor products on a Verlet list's skin too
-        numbers = graph.numbers
-        index = self.species_index[numbers]
-        if bool((index < 0).any()):
-            unknown = sorted({int(z) for z in numbers[index < 0]})
-            raise ValueError(f"MACE model knows elements {self.species}, not {unknown}")
+        index = self._species_index(graph.numbers)
         dtype = graph.positions.dtype
         n_systems = graph.cell.shape[0]
         counts = torch.bincount(graph.system, minlength=n_systems)

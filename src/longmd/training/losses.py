@@ -16,6 +16,7 @@ term: step 0 is the only frame whose positions equal the reference ones, hence i
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +40,12 @@ class LossSettings:
             raise ValueError(f"unknown loss '{self.kind}' (choose from {', '.join(LOSSES)})")
 
 
-def force_term(pred: Tensor, ref: Tensor, numbers: Tensor, settings: LossSettings) -> Tensor:
-    """The force term of one step; pred/ref (N, 3)."""
+def force_term(pred: Tensor, ref: Tensor, numbers: Tensor, settings: LossSettings,
+               species: Sequence[int] | None = None) -> Tensor:
+    """The force term of one step; pred/ref (N, 3). ``species``: those of ``numbers`` for MEPA (default: read
+    from ``numbers``, a host transfer)."""
     if settings.kind == "mepa":
-        return mepa(pred, ref, numbers, species_reduction=settings.species_reduction)
+        return mepa(pred, ref, numbers, species, species_reduction=settings.species_reduction)
     if settings.kind == "mae":
         return (pred - ref).abs().mean()
     return (pred - ref).pow(2).mean()
@@ -54,6 +57,36 @@ def energy_term(pred: Tensor, ref: Tensor, n_atoms: Tensor, settings: LossSettin
     return err.pow(2).mean() if settings.kind == "mse" else err.abs().mean()
 
 
+class LossParts(Mapping[str, float]):
+    """The parts of a loss as floats, read from the device in one transfer when first looked at (not at all
+    when nobody looks)."""
+
+    def __init__(self, terms: dict[str, Tensor]) -> None:
+        self._terms = {name: t.detach() for name, t in terms.items()}
+        self._values: dict[str, float] | None = None
+
+    def _floats(self) -> dict[str, float]:
+        if self._values is None:
+            values = torch.stack([t.to(torch.float64) for t in self._terms.values()]).tolist()
+            self._values = dict(zip(self._terms, values, strict=True))
+        return self._values
+
+    def __getitem__(self, name: str) -> float:
+        return self._floats()[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._terms
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._terms)
+
+    def __len__(self) -> int:
+        return len(self._terms)
+
+    def __repr__(self) -> str:
+        return repr(self._floats())
+
+
 def sequence_loss(
     forces: list[Tensor] | Tensor,
     ref_forces: Tensor,
@@ -62,7 +95,7 @@ def sequence_loss(
     energy: Tensor | None = None,
     ref_energy: Tensor | None = None,
     n_atoms: Tensor | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, Mapping[str, float]]:
     """Loss of a batch of windows of S steps.
 
     Args:
@@ -71,19 +104,21 @@ def sequence_loss(
         energy, ref_energy, n_atoms: (B,) predicted/reference energy of step 0 and atom counts (used at S = 1).
 
     Returns:
-        (loss, parts) where parts holds the force term of every step and the energy term as floats.
+        (loss, parts) where parts holds the force term of every step and the energy term as floats (a
+        :class:`LossParts`: read from the device only when looked at).
     """
     steps = len(forces)
-    terms = [force_term(forces[s], ref_forces[s], numbers, settings) for s in range(steps)]
-    parts = {f"force_{s}": float(t.detach()) for s, t in enumerate(terms)}
+    species = sorted(set(numbers.tolist())) if settings.kind == "mepa" else None  # read once, not every step
+    terms = [force_term(forces[s], ref_forces[s], numbers, settings, species) for s in range(steps)]
+    parts = {f"force_{s}": t for s, t in enumerate(terms)}
     if steps == 1:
         loss = settings.force_weight * terms[0]
         if energy is not None and settings.energy_weight:
             if ref_energy is None or n_atoms is None:
                 raise ValueError("the energy term needs ref_energy and n_atoms")
             e_term = energy_term(energy, ref_energy, n_atoms, settings)
-            parts["energy"] = float(e_term.detach())
+            parts["energy"] = e_term
             loss = loss + settings.energy_weight * e_term
-        return loss, parts
+        return loss, LossParts(parts)
     rest = torch.stack(terms[1:]).sum()
-    return settings.force_weight * (settings.first_step_weight * terms[0] + rest), parts
+    return settings.force_weight * (settings.first_step_weight * terms[0] + rest), LossParts(parts)
