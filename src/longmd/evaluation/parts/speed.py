@@ -67,10 +67,14 @@ def speed(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         return {"steps": 0, "steps_per_s": None, "ns_per_day": None, "note": "non-finite forces: not timed"}
     _sync(state.device)
     start = time.perf_counter()
-    state = rollout(model, state, o.speed_steps, integrator, neighbors, store=False).state
+    done = o.speed_steps
+    try:
+        state = rollout(model, state, done, integrator, neighbors, store=False).state
+    except Exception as exc:  # e.g. an ASE calculator handed the NaN positions of a blown-up run
+        return {"steps": 0, "steps_per_s": None, "ns_per_day": None,
+                "note": f"failed during the {done} timed steps ({type(exc).__name__}: {exc})"}
     _sync(state.device)
     wall = time.perf_counter() - start
-    done = o.speed_steps
     if not bool(torch.isfinite(state.positions + state.momenta + state.forces).all()):
         return {"steps": 0, "steps_per_s": None, "ns_per_day": None,
                 "note": f"non-finite state after the {done} timed steps"}
