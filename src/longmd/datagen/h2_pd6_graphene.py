@@ -106,6 +106,19 @@ def _periodic_copy(atoms: Atoms) -> Atoms:
     return out
 
 
+def _langevin(atoms: Atoms, protocol: Protocol, rng: np.random.Generator) -> Langevin:
+    """ASE Langevin at the protocol's temperature and friction.
+
+    ASE >= 3.28 deprecates Langevin's default ``fixcm=True``; the embedded example was made with it, so it is
+    kept (the substrate is only thermalised before the NVE runs; reproducibility matters more) and its warning
+    silenced.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fixcm", category=FutureWarning)
+        return Langevin(atoms, timestep=protocol.timestep_fs * units.fs, temperature_K=protocol.temperature_K,
+                        friction=protocol.friction_per_fs / units.fs, rng=rng)
+
+
 def prepare_substrate(protocol: Protocol, work: Path) -> Atoms:
     """Relax and thermalise the substrate once; cached in ``work/substrate.traj``."""
     path = work / "substrate.traj"
@@ -117,18 +130,7 @@ def prepare_substrate(protocol: Protocol, work: Path) -> Atoms:
     rng = np.random.default_rng(protocol.seed)
     thermalize_momenta(atoms, temperature_K=protocol.temperature_K, rng=rng)
     Stationary(atoms)
-    with warnings.catch_warnings():
-        # ASE >= 3.28 deprecates Langevin's default fixcm=True; the embedded example was made with it, so it is
-        # kept (for a 57-atom substrate before NVE runs the difference does not matter, reproducibility does).
-        warnings.filterwarnings("ignore", message=".*fixcm.*", category=FutureWarning)
-        dyn = Langevin(
-            atoms,
-            timestep=protocol.timestep_fs * units.fs,
-            temperature_K=protocol.temperature_K,
-            friction=protocol.friction_per_fs / units.fs,
-            rng=rng,
-        )
-    dyn.run(protocol.thermalise_steps)
+    _langevin(atoms, protocol, rng).run(protocol.thermalise_steps)
     _atomic_write(path, atoms, format="traj")
     return read(path)
 
@@ -175,13 +177,7 @@ def run_trajectory(protocol: Protocol, work: Path, index: int) -> Path:
     rng = np.random.default_rng([protocol.seed, index])
     atoms = _periodic_copy(prepare_substrate(protocol, work))
     atoms.calc = _calculator()
-    Langevin(
-        atoms,
-        timestep=protocol.timestep_fs * units.fs,
-        temperature_K=protocol.temperature_K,
-        friction=protocol.friction_per_fs / units.fs,
-        rng=rng,
-    ).run(protocol.decorrelate_steps)
+    _langevin(atoms, protocol, rng).run(protocol.decorrelate_steps)
     atoms = _periodic_copy(_add_h2(atoms, protocol, float(incidence_energies(protocol)[index]), rng))
     atoms.calc = _calculator()
     frames = [_frame(atoms, index, 0, protocol)]
