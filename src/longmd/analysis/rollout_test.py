@@ -22,7 +22,7 @@ from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import rollout
+from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.state import MDState
 
 
@@ -213,27 +213,20 @@ def _rollout_batch(
     (systems are independent, so they follow the trajectory they would follow alone). A blow-up therefore
     never reaches the neighbour search.
     """
-    n_sys = state.n_systems
     counts = state.atoms_per_system().cpu().numpy()
     first_atom = np.concatenate([[0], np.cumsum(counts)[:-1]])
     forces = np.full((n_steps + 1, state.n_atoms, 3), np.nan)
     positions = np.full_like(forces, np.nan)
-    alive = list(range(n_sys))
-    integrator = make_integrator("nve", timestep_fs)
-    neighbors = VerletNeighbors(model.cutoff, skin)
     stops: dict[int, int] = {}
-    offset, resumed, bad = 0, False, []
+    shown = [0]  # steps shown on the bar (a step is seen twice when the survivors restart there)
 
-    def on_step(step: int, s: MDState) -> bool | None:
-        if step == 0 and resumed:
-            return None  # stored at the end of the previous segment
-        if step:
-            bar.update(1)
-        g = offset + step
+    def on_step(g: int, s: MDState, alive: list[int]) -> list[int]:
+        bar.update(max(0, g - shown[0]))
+        shown[0] = max(shown[0], g)
         f = s.forces.detach().cpu().double().numpy()
         x = s.positions.detach().cpu().double().numpy()
         e = s.energy.detach().cpu().double().numpy()
-        local = 0
+        bad, local = [], 0
         for k, b in enumerate(alive):
             n = int(counts[b])
             fb, xb = f[local : local + n], x[local : local + n]
@@ -246,22 +239,11 @@ def _rollout_batch(
                 continue
             forces[g, first_atom[b] : first_atom[b] + n] = fb
             positions[g, first_atom[b] : first_atom[b] + n] = xb
-        return False if bad else None
+        return bad
 
-    while alive:
-        bad.clear()
-        result = rollout(model, state, n_steps - offset, integrator, neighbors, store=False, on_step=on_step)
-        offset += result.steps_done
-        resumed = True
-        if not bad:
-            break
-        keep = [k for k in range(len(alive)) if k not in bad]
-        alive = [alive[k] for k in keep]
-        if not alive or offset >= n_steps:
-            break
-        state = result.state.select(keep)
-        neighbors.reset()
-    bar.update(max(0, n_steps - offset))  # steps the failed rollouts no longer run
+    rollout_dropping_failures(model, state, n_steps, make_integrator("nve", timestep_fs),
+                              VerletNeighbors(model.cutoff, skin), on_step)
+    bar.update(max(0, n_steps - shown[0]))  # steps the failed rollouts no longer run
     return forces, positions, stops
 
 

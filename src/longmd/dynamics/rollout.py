@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from longmd.data.graph import Graph
 from longmd.dynamics.integrators import Integrator
-from longmd.dynamics.neighbor_policy import NeighborPolicy
+from longmd.dynamics.neighbor_policy import NeighborPolicy, VerletNeighbors
 from longmd.dynamics.state import MDState
 from longmd.models.base import predict
 
@@ -107,3 +107,45 @@ def rollout(
         go_on = record(state)
     result.state = state
     return result
+
+
+def rollout_dropping_failures(
+    model: nn.Module,
+    state: MDState,
+    last_step: int,
+    integrator: Integrator,
+    neighbors: VerletNeighbors,
+    on_step: Callable[[int, MDState, list[int]], list[int]],
+    ids: list[int] | None = None,
+    first_step: int = 0,
+) -> tuple[MDState, list[int], int]:
+    """Inference rollouts of independent systems in which a failing system leaves the batch and the others go on.
+
+    ``on_step(step, state, ids)`` is called at every step from ``first_step`` to ``last_step`` (``ids[b]`` names
+    system b of ``state``; default 0..B-1) and returns the positions in the batch of the systems that failed
+    there (empty: none). The run then restarts at that step without them, from their own state and forces with
+    a fresh neighbour list (``on_step`` is called again at that step for the survivors): systems are
+    independent, so survivors follow the trajectory they would have followed alone.
+
+    Returns the state of the survivors at the last step reached, their ids and that step.
+    """
+    ids = list(range(state.n_systems)) if ids is None else list(ids)
+    step = first_step
+    failed: list[int] = []
+
+    def check(s: int, current: MDState) -> bool | None:  # s counts from the segment's start, ``step``
+        failed[:] = on_step(step + s, current, ids)
+        return False if failed else None
+
+    while ids:
+        failed.clear()
+        segment = rollout(model, state, last_step - step, integrator, neighbors, store=False, on_step=check)
+        step += segment.steps_done
+        state = segment.state
+        if not failed:
+            break
+        keep = [b for b in range(len(ids)) if b not in set(failed)]
+        ids = [ids[b] for b in keep]
+        state = state.select(keep)
+        neighbors.reset()
+    return state, ids, step

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from longmd.data.graph import edge_vectors
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import rollout
+from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.sim_checkpoint import SimulationCheckpoint, frame_from_record, frame_record, model_fingerprint
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
@@ -204,6 +204,8 @@ class MinDistance:
 
     def __call__(self, state: MDState) -> Tensor:
         out = torch.full((state.n_systems,), float("inf"), dtype=state.dtype, device=state.device)
+        if self.neighbors.current is None:  # reset (the batch changed) and not yet rebuilt by a force call
+            self.neighbors.edges(0, state)
         if self.neighbors.builds != self._build:
             self._pairs = self._close_pairs(state)
             self._build = self.neighbors.builds
@@ -254,51 +256,68 @@ class _Limits:
 
 
 class _Monitor:
-    """``on_step`` of each rollout segment: checks every replica, logs, writes frames, keeps the last good state.
+    """``on_step`` of :func:`rollout_dropping_failures`: checks every replica, logs, writes frames, checkpoints.
 
-    A failing step stops the segment (``failure`` = (step, state, stats)); no state is copied.
+    A replica that fails a check is stopped (:attr:`stopped`) with its last good frame and leaves the batch.
     """
 
     def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: Outputs, history: ThermoHistory,
                  bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool,
+                 progress: bool, stopped: list[ReplicaStop], written_at: int | None = None,
                  checkpoint: Callable[[int, MDState], None] | None = None, checkpoint_every: int = 0) -> None:
         self.min_distance, self.limits, self.outputs, self.history, self.bar = (
             min_distance, limits, outputs, history, bar)
         self.steps, self.timestep_fs, self.log_every, self.traj_every = steps, timestep_fs, log_every, traj_every
-        self.com_removed = com_removed
+        self.com_removed, self.progress, self.stopped = com_removed, progress, stopped
+        self.written_at = written_at  # a resumed run: the outputs of this step are on disk already
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.alive: list[int] = []
+        self.last_good: MDState | None = None  # the previous step of the current batch
 
-    def start(self, offset: int, alive: list[int], state: MDState, written: bool = False) -> None:
-        """A new segment from global step ``offset`` with the replicas ``alive`` (system b = alive[b]).
-
-        ``written``: the outputs of step ``offset`` are already on disk (a resumed run).
-        """
-        self.offset, self.alive, self.written = offset, alive, written
-        self.last_good: MDState | None = None
-        self.failure: tuple[int, MDState, np.ndarray] | None = None
-
-    def __call__(self, step: int, s: MDState) -> bool | None:
-        g = self.offset + step
+    def __call__(self, g: int, s: MDState, alive: list[int]) -> list[int]:
+        self.alive = alive
         stats = check_replicas(s, self.min_distance(s), self.limits.min_distance, self.limits.max_temperature_K,
                                self.com_removed)
         if stats[0].any():
-            self.failure = (g, s, stats)
-            return False
+            bad = np.flatnonzero(stats[0]).tolist()
+            self.stopped += self._stop(g, s, stats, bad)
+            self.last_good = None  # the batch changes
+            return bad
         self.last_good = s
-        if self.written and g == self.offset:
-            return None
+        if g == self.written_at:
+            return []
         t_fs = g * self.timestep_fs
         if g % self.log_every == 0 or g == self.steps:
-            self.outputs.thermo(g, t_fs, self.alive, stats)
+            self.outputs.thermo(g, t_fs, alive, stats)
             _, _, e_pot, e_kin, temperature = stats
-            self.history.add(t_fs, self.alive, np.stack([e_pot, e_kin, e_pot + e_kin, temperature]))
-            self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(self.alive), refresh=False)
+            self.history.add(t_fs, alive, np.stack([e_pot, e_kin, e_pot + e_kin, temperature]))
+            self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(alive), refresh=False)
         if g % self.traj_every == 0 or g == self.steps:
-            self.outputs.frames(g, t_fs, self.alive, s)
+            self.outputs.frames(g, t_fs, alive, s)
         if self.checkpoint is not None and self.checkpoint_every and g % self.checkpoint_every == 0 and g > 0:
             self.checkpoint(g, s)
         self.bar.update(g - self.bar.n)
-        return None
+        return []
+
+    def _stop(self, g: int, bad_state: MDState, stats: np.ndarray, bad: list[int]) -> list[ReplicaStop]:
+        """Stop the replicas at positions ``bad`` of the batch, each with its last good frame."""
+        good = self.last_good
+        frames = (good if good is not None else bad_state).select(bad).to_atoms()
+        first = "the initial frame" if g == 0 else f"step {g}"
+        kept = f"step {g - 1}" if good is not None else f"{first} (not good)"  # the first frame failed
+        stops = []
+        for b, frame in zip(bad, frames, strict=True):
+            r, code = self.alive[b], int(stats[0, b])
+            t_fs = g * self.timestep_fs
+            message = (f"replica {r} stopped at step {g} (t = {t_fs:g} fs): "
+                       f"{_stop_message(code, stats, b, self.limits)}; kept {kept}")
+            path = self.outputs.stopped(r, frame)
+            message += f" -> {path}" if path else ""
+            logger.warning(message)
+            if self.progress:
+                tqdm.write(message)
+            stops.append(ReplicaStop(r, g, t_fs, REASONS[code], message, frame, path))
+        return stops
 
 
 def _stop_message(code: int, stats: np.ndarray, b: int, limits: _Limits) -> str:
@@ -307,29 +326,6 @@ def _stop_message(code: int, stats: np.ndarray, b: int, limits: _Limits) -> str:
     if code == 2:
         return f"atoms {stats[1, b]:.3f} Å apart (< {limits.min_distance:g} Å)"
     return f"T = {stats[4, b]:.0f} K (> {limits.max_temperature_K:g} K)"
-
-
-def _stop_replicas(monitor: _Monitor, outputs: Outputs, limits: _Limits, progress: bool) -> list[ReplicaStop]:
-    """Stop the replicas that failed in ``monitor``'s segment, each with its last good frame."""
-    g, bad_state, stats = monitor.failure
-    bad = np.flatnonzero(stats[0]).tolist()
-    good = monitor.last_good
-    frames = (good if good is not None else bad_state).select(bad).to_atoms()
-    first = "the initial frame" if g == 0 else f"step {g}"
-    kept = f"step {g - 1}" if good is not None else f"{first} (not good)"  # the segment's first frame failed
-    stops = []
-    for b, frame in zip(bad, frames, strict=True):
-        r, code = monitor.alive[b], int(stats[0, b])
-        t_fs = g * monitor.timestep_fs
-        message = f"replica {r} stopped at step {g} (t = {t_fs:g} fs): {_stop_message(code, stats, b, limits)}; "
-        message += f"kept {kept}"
-        path = outputs.stopped(r, frame)
-        message += f" -> {path}" if path else ""
-        logger.warning(message)
-        if progress:
-            tqdm.write(message)
-        stops.append(ReplicaStop(r, g, t_fs, REASONS[code], message, frame, path))
-    return stops
 
 
 def simulate(
@@ -425,29 +421,19 @@ def simulate(
 
         def checkpoint(step: int, s: MDState) -> None:
             SimulationCheckpoint(
-                step=step, state=s, alive=list(alive), generator_state=None if generator is None else
+                step=step, state=s, alive=list(monitor.alive), generator_state=None if generator is None else
                 generator.get_state(), stopped=[_stop_record(x) for x in stopped], history=history.state_dict(),
                 outputs=outputs.marks(), run=run, wall_s=wall_before + time.perf_counter() - t0,
                 neighbor_builds=builds_before + neighbors.builds,
             ).save(outputs.dir)
 
-        min_distance_of = MinDistance(neighbors, reach=min_distance + skin)
-        monitor = _Monitor(min_distance_of, limits, outputs, history, bar, steps, timestep_fs, log_every, traj_every,
-                           integrator.com_removed, checkpoint if outputs.dir is not None else None, checkpoint_every)
-        written = saved is not None
-        while alive:
-            monitor.start(offset, alive, state, written)
-            segment = rollout(model, state, steps - offset, integrator, neighbors, store=False, on_step=monitor)
-            written = False
-            if monitor.failure is None:
-                state, offset = segment.state, steps
-                break
-            stopped += _stop_replicas(monitor, outputs, limits, progress)
-            offset, failed_state, stats = monitor.failure
-            keep = np.flatnonzero(stats[0] == 0).tolist()
-            alive = [alive[b] for b in keep]
-            state = failed_state.select(keep).replace(forces=None, energy=None)
-            neighbors.reset()
+        monitor = _Monitor(MinDistance(neighbors, reach=min_distance + skin), limits, outputs, history, bar, steps,
+                           timestep_fs, log_every, traj_every, integrator.com_removed, progress, stopped,
+                           written_at=offset if saved is not None else None,
+                           checkpoint=checkpoint if outputs.dir is not None else None,
+                           checkpoint_every=checkpoint_every)
+        state, alive, offset = rollout_dropping_failures(model, state, steps, integrator, neighbors, monitor,
+                                                         ids=alive, first_step=offset)
         if outputs.dir is not None:
             checkpoint(offset, state)
         wall = wall_before + time.perf_counter() - t0
