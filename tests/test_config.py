@@ -47,7 +47,7 @@ def test_errors_name_the_override_or_the_file(tmp_path: Path) -> None:
         ("data.paths=[a.xyz, 3]", r"data.paths\[1\]: expected str, got 3"),
         ("training.batch_size=true", "training.batch_size: expected int, got True"),
         ("training.progress=1", "training.progress: expected true/false"),
-        ("training.lr=.nan", "training.lr: expected float"),
+        ("training.lr=.nan", "training.lr: expected a finite number"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key(override: str, message: str) -> None:
@@ -65,3 +65,10 @@ def test_docs_list_every_key_a_resume_may_change() -> None:
 def test_counts_below_one_are_rejected_where_they_are_read(key: str) -> None:
     with pytest.raises(ConfigError, match=f"training.{key}: must be >= 1, got 0"):
         load_config(None, [f"training.{key}=0"])
+
+
+def test_huge_and_infinite_numbers_are_rejected_with_the_key() -> None:
+    with pytest.raises(ConfigError, match="training.lr: expected float"):
+        load_config(None, ["training.lr=1" + "0" * 400])
+    with pytest.raises(ConfigError, match="training.max_minutes: expected a finite number"):
+        load_config(None, ["training.max_minutes=.inf"])

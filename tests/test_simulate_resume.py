@@ -113,3 +113,49 @@ def test_cli_resume_extends_a_run(tmp_path, capsys) -> None:
     assert "10 of 10 steps" in capsys.readouterr().out
     steps = [int(line.split(",")[0]) for line in (tmp_path / "md" / "thermo.csv").read_text().splitlines()[1:]]
     assert steps == [0, 2, 4, 6, 8, 10]
+
+
+STOPS = dict(timestep_fs=5.0, init_velocities="given", min_distance=2.8, log_every=1, progress=False)
+
+
+def test_a_run_whose_replicas_all_stopped_resumes(tmp_path) -> None:
+    first = simulate(model(), [collapsing()], steps=50, out_dir=tmp_path, **STOPS)
+    assert first.status == ["min_distance"]
+    again = simulate(model(), [collapsing()], steps=60, out_dir=tmp_path, resume=True, **STOPS)
+    assert again.status == ["min_distance"] and again.replicas == [] and again.steps == first.steps
+    assert again.stopped[0].message == first.stopped[0].message
+
+
+def test_frames_after_the_checkpoint_go_even_a_stopped_replicas(tmp_path) -> None:
+    init = [cluster(30.0, seed=1), collapsing(), cluster(30.0, seed=2)]  # replica 1 stops at step 10
+    with pytest.raises(Killed):
+        simulate(KilledAfter(12), init, steps=40, out_dir=tmp_path, checkpoint_every=8, **STOPS)
+    assert (tmp_path / "stopped_001.extxyz").is_file()
+    resumed = simulate(model(), init, steps=9, out_dir=tmp_path, resume=True, checkpoint_every=8, **STOPS)
+    assert resumed.status == ["ok", "ok", "ok"] and not (tmp_path / "stopped_001.extxyz").exists()
+    reference = simulate(model(), init, steps=9, out_dir=tmp_path / "ref", checkpoint_every=8, **STOPS)
+    assert files(tmp_path) == files(tmp_path / "ref")
+
+
+def test_an_empty_traj_of_a_hard_kill_resumes(tmp_path) -> None:
+    """ASE writes nothing to a .traj before its first frame: a replica stopped at step 0 leaves 0 bytes."""
+    init = [cluster(30.0, seed=1), cluster(300.0, seed=2)]  # replica 1 is above max_temperature_K at step 0
+    kwargs = dict(timestep_fs=5.0, init_velocities="given", max_temperature_K=100.0, traj_every=1, progress=False)
+    with pytest.raises(Killed):
+        simulate(KilledAfter(8), init, steps=20, out_dir=tmp_path, checkpoint_every=4, **kwargs)
+    (tmp_path / "traj_001.traj").write_bytes(b"")  # what SIGKILL leaves
+    resumed = simulate(model(), init, steps=20, out_dir=tmp_path, resume=True, checkpoint_every=4, **kwargs)
+    assert resumed.status == ["ok", "temperature"]
+    assert len(ase.io.read(tmp_path / "traj_000.traj", ":")) == 21
+
+
+def test_a_new_run_removes_an_old_checkpoint_and_foreign_files_are_refused(tmp_path) -> None:
+    simulate(model(), cluster(), steps=30, out_dir=tmp_path, **RUN)
+    with pytest.raises(Killed):  # a new run in the same folder, killed before its first checkpoint
+        simulate(KilledAfter(5), cluster(), steps=30, out_dir=tmp_path, **RUN)
+    with pytest.raises(FileNotFoundError, match="no simulation checkpoint"):
+        simulate(model(), cluster(), steps=40, out_dir=tmp_path, resume=True, **RUN)
+    simulate(model(), cluster(), steps=20, out_dir=tmp_path, **RUN)
+    (tmp_path / "thermo.csv").write_text("step\n")  # files that are not those of the checkpoint
+    with pytest.raises(ValueError, match="fewer than the .* of its checkpoint"):
+        simulate(model(), cluster(), steps=30, out_dir=tmp_path, resume=True, **RUN)

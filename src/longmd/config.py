@@ -120,7 +120,7 @@ def _number(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int beyond any float
         return None
 
 
@@ -148,7 +148,9 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if hint is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         number = _number(value)
-        if number is not None and math.isfinite(number) and (hint is float or number.is_integer()):
+        if number is not None and not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        if number is not None and (hint is float or number.is_integer()):
             return hint(number)
     elif hint is str:
         if isinstance(value, str):

@@ -25,6 +25,12 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
 
+def _change(key: str, saved, now) -> str:
+    if isinstance(saved, list) or isinstance(now, list):  # e.g. the atomic numbers of thousands of atoms
+        return f"{key}: other values ({len(saved or [])} in the checkpoint, {len(now or [])} now)"
+    return f"{key}: {saved!r} in the checkpoint, {now!r} now"
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 of the model's parameter and buffer names and values (as float64 on the host)."""
     digest = hashlib.sha256()
@@ -69,8 +75,7 @@ class SimulationCheckpoint:
                              "delete it to start over") from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"resume: {path} is not a longmd simulation checkpoint (format {FORMAT} expected)")
-        changed = [f"{k}: {payload['run'].get(k)!r} in the checkpoint, {v!r} now" for k, v in run.items()
-                   if payload["run"].get(k) != v]
+        changed = [_change(k, payload["run"].get(k), v) for k, v in run.items() if payload["run"].get(k) != v]
         if changed:
             raise ValueError(f"resume: {path} was written with other settings ({'; '.join(changed)}); "
                              "resume with the same model, structures and ensemble settings, or use a new --out")

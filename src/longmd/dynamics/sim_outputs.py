@@ -71,17 +71,43 @@ class ThermoHistory:
         fig.savefig(path, dpi=110)
 
 
+def _traj_frames(path: Path) -> int:
+    """Frames in an ASE .traj file (0 for a missing or empty one: ASE writes nothing before the first frame)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    with ase.io.Trajectory(path) as traj:
+        return len(traj)
+
+
 def _trim_traj(path: Path, frames: int) -> None:
     """Keep the first ``frames`` frames of an ASE .traj file (rewritten, then moved in place, if it has more)."""
+    if _traj_frames(path) <= frames:
+        return
+    if frames == 0:
+        os.truncate(path, 0)
+        return
     with ase.io.Trajectory(path) as traj:
-        if len(traj) <= frames:
-            return
         kept = [traj[k] for k in range(frames)]
     tmp = path.with_name(f".{path.name}.tmp")
     with ase.io.Trajectory(tmp, "w") as out:
         for atoms in kept:
             out.write(atoms)
     os.replace(tmp, path)
+
+
+def _check_marks(out_dir: Path, marks: dict) -> None:
+    """Refuse files shorter than a checkpoint's marks: they are not the files that checkpoint was written with."""
+    for name, size in marks["bytes"].items():
+        path = out_dir / name
+        actual = path.stat().st_size if path.is_file() else 0
+        if actual < size:
+            raise ValueError(f"resume: {path} holds {actual} bytes, fewer than the {size} of its checkpoint "
+                             "(files of another run?); use a new --out")
+    for r, frames in enumerate(marks["traj_frames"]):
+        path = out_dir / f"traj_{r:03d}.traj"
+        if _traj_frames(path) < frames:
+            raise ValueError(f"resume: {path} holds fewer frames than the {frames} of its checkpoint "
+                             "(files of another run?); use a new --out")
 
 
 class Outputs:
@@ -108,6 +134,7 @@ class Outputs:
         mode = "w"
         if resume_from is not None:
             mode = "a"
+            _check_marks(self.dir, resume_from)
             for name, size in resume_from["bytes"].items():
                 os.truncate(self.path(name), size)
             self._traj_frames = list(resume_from["traj_frames"])

@@ -31,7 +31,13 @@ from longmd.data.graph import edge_vectors
 from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.rollout import rollout_dropping_failures
-from longmd.dynamics.sim_checkpoint import SimulationCheckpoint, frame_from_record, frame_record, model_fingerprint
+from longmd.dynamics.sim_checkpoint import (
+    CHECKPOINT,
+    SimulationCheckpoint,
+    frame_from_record,
+    frame_record,
+    model_fingerprint,
+)
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
 
@@ -264,7 +270,8 @@ class _Monitor:
     def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: Outputs, history: ThermoHistory,
                  bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool,
                  progress: bool, stopped: list[ReplicaStop], written_at: int | None = None,
-                 checkpoint: Callable[[int, MDState], None] | None = None, checkpoint_every: int = 0) -> None:
+                 checkpoint: Callable[[int, MDState, list[int]], None] | None = None,
+                 checkpoint_every: int = 0) -> None:
         self.min_distance, self.limits, self.outputs, self.history, self.bar = (
             min_distance, limits, outputs, history, bar)
         self.steps, self.timestep_fs, self.log_every, self.traj_every = steps, timestep_fs, log_every, traj_every
@@ -295,7 +302,7 @@ class _Monitor:
         if g % self.traj_every == 0 or g == self.steps:
             self.outputs.frames(g, t_fs, alive, s)
         if self.checkpoint is not None and self.checkpoint_every and g % self.checkpoint_every == 0 and g > 0:
-            self.checkpoint(g, s)
+            self.checkpoint(g, s, alive)
         self.bar.update(g - self.bar.n)
         return []
 
@@ -372,8 +379,8 @@ def simulate(
             5000 K without one): blow-up thresholds.
         checkpoint_every: with ``out_dir``, write ``checkpoint.pt`` (atomically) every that many steps; one is
             always written at the end (0: only that one). resume: continue the run in ``out_dir`` from its
-            checkpoint (``init`` only checks that the structures are the same; ``steps`` may be raised to extend
-            a finished run).
+            checkpoint (``init`` is only compared by its atomic numbers and replica count; ``steps`` may be
+            raised to extend a finished run). A run without ``resume`` deletes an old checkpoint in ``out_dir``.
     """
     if steps < 0 or replicas < 1 or log_every < 1 or traj_every < 1 or checkpoint_every < 0:
         raise ValueError(f"need steps >= 0, replicas, log_every, traj_every >= 1 and checkpoint_every >= 0; got "
@@ -413,15 +420,22 @@ def simulate(
         if generator is not None:
             generator.set_state(saved.generator_state)
 
+    if out_dir is not None and saved is None:  # a new run: an old checkpoint there must not be resumed later
+        (Path(out_dir) / CHECKPOINT).unlink(missing_ok=True)
     with Outputs(out_dir, n_total, resume_from=saved and saved.outputs) as outputs, tqdm(
             total=steps, initial=offset, disable=not progress, unit="step", desc="MD") as bar:
-        for stop in stopped:  # of a resumed run: their frames are files of this run too
-            outputs.path(Path(stop.frame_path).name)
+        if saved is not None:  # the stopped frames the checkpoint knows are files of this run; later ones go
+            kept = {Path(stop.frame_path).name for stop in stopped}
+            for path in Path(out_dir).glob("stopped_*.extxyz"):
+                if path.name in kept:
+                    outputs.path(path.name)
+                else:
+                    path.unlink()
         t0 = time.perf_counter()
 
-        def checkpoint(step: int, s: MDState) -> None:
+        def checkpoint(step: int, s: MDState, alive: list[int]) -> None:
             SimulationCheckpoint(
-                step=step, state=s, alive=list(monitor.alive), generator_state=None if generator is None else
+                step=step, state=s, alive=list(alive), generator_state=None if generator is None else
                 generator.get_state(), stopped=[_stop_record(x) for x in stopped], history=history.state_dict(),
                 outputs=outputs.marks(), run=run, wall_s=wall_before + time.perf_counter() - t0,
                 neighbor_builds=builds_before + neighbors.builds,
@@ -435,7 +449,7 @@ def simulate(
         state, alive, offset = rollout_dropping_failures(model, state, steps, integrator, neighbors, monitor,
                                                          ids=alive, first_step=offset)
         if outputs.dir is not None:
-            checkpoint(offset, state)
+            checkpoint(offset, state, alive)
         wall = wall_before + time.perf_counter() - t0
 
     return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
