@@ -134,7 +134,7 @@ def test_frames_after_the_checkpoint_go_even_a_stopped_replicas(tmp_path) -> Non
     resumed = simulate(model(), init, steps=9, out_dir=tmp_path, resume=True, checkpoint_every=8, **STOPS)
     assert resumed.status == ["ok", "ok", "ok"] and not (tmp_path / "stopped_001.extxyz").exists()
     reference = simulate(model(), init, steps=9, out_dir=tmp_path / "ref", checkpoint_every=8, **STOPS)
-    assert files(tmp_path) == files(tmp_path / "ref")
+    assert files(tmp_path) == files(tmp_path / "ref") and sorted(resumed.files) == sorted(reference.files)
 
 
 def test_an_empty_traj_of_a_hard_kill_resumes(tmp_path) -> None:
