@@ -144,7 +144,7 @@ def rollout_dropping_failures(
         state = segment.state
         if not failed:
             break
-        keep = [b for b in range(len(ids)) if b not in set(failed)]
+        keep = sorted(set(range(len(ids))) - set(failed))
         ids = [ids[b] for b in keep]
         state = state.select(keep)
         neighbors.reset()

@@ -84,7 +84,6 @@ class SimulationCheckpoint:
         return cls(**{k: v for k, v in payload.items() if k in kept and k != "state"}, state=state)
 
 
-
 def frame_record(atoms: Atoms) -> dict:
     """An ``Atoms`` frame (with momenta and a single-point energy/forces) as tensors, exactly."""
     record = {key: torch.as_tensor(np.asarray(value)) for key, value in (

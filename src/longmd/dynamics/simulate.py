@@ -278,16 +278,14 @@ class _Monitor:
         self.com_removed, self.progress, self.stopped = com_removed, progress, stopped
         self.written_at = written_at  # a resumed run: the outputs of this step are on disk already
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
-        self.alive: list[int] = []
         self.last_good: MDState | None = None  # the previous step of the current batch
 
     def __call__(self, g: int, s: MDState, alive: list[int]) -> list[int]:
-        self.alive = alive
         stats = check_replicas(s, self.min_distance(s), self.limits.min_distance, self.limits.max_temperature_K,
                                self.com_removed)
         if stats[0].any():
             bad = np.flatnonzero(stats[0]).tolist()
-            self.stopped += self._stop(g, s, stats, bad)
+            self.stopped += self._stop(g, s, stats, bad, alive)
             self.last_good = None  # the batch changes
             return bad
         self.last_good = s
@@ -306,15 +304,17 @@ class _Monitor:
         self.bar.update(g - self.bar.n)
         return []
 
-    def _stop(self, g: int, bad_state: MDState, stats: np.ndarray, bad: list[int]) -> list[ReplicaStop]:
-        """Stop the replicas at positions ``bad`` of the batch, each with its last good frame."""
+    def _stop(self, g: int, bad_state: MDState, stats: np.ndarray, bad: list[int],
+              alive: list[int]) -> list[ReplicaStop]:
+        """Stop the replicas at positions ``bad`` of the batch (replica ``alive[b]``), each with its last good
+        frame."""
         good = self.last_good
         frames = (good if good is not None else bad_state).select(bad).to_atoms()
         first = "the initial frame" if g == 0 else f"step {g}"
         kept = f"step {g - 1}" if good is not None else f"{first} (not good)"  # the first frame failed
         stops = []
         for b, frame in zip(bad, frames, strict=True):
-            r, code = self.alive[b], int(stats[0, b])
+            r, code = alive[b], int(stats[0, b])
             t_fs = g * self.timestep_fs
             message = (f"replica {r} stopped at step {g} (t = {t_fs:g} fs): "
                        f"{_stop_message(code, stats, b, self.limits)}; kept {kept}")
