@@ -28,8 +28,9 @@ from longmd.calculator import LongMDCalculator
 from longmd.config import load_config
 from longmd.data.batching import collate_windows
 from longmd.data.reference_neighbors import ReferenceNeighbors
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import ForceField
 from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.examples import resolve
@@ -48,12 +49,11 @@ def _example_atoms():
 def _md_rate(model, atoms, replicas: int, steps: int, device, dtype, timestep_fs: float) -> float:
     """Replica-steps per second of batched NVE MD (Verlet lists, no autograd graph kept)."""
     state = MDState.from_atoms([atoms] * replicas, device=device, dtype=dtype)
-    integrator = make_integrator("nve", timestep_fs)
-    neighbors = VerletNeighbors(model.cutoff, skin=1.0)
-    warm = rollout(model, state, 3, integrator, neighbors, store=False)
+    integrator = build_integrator(ForceField(model, VerletNeighbors(model.cutoff, skin=1.0)), timestep_fs)
+    warm = rollout(integrator, state, 3, store=False)
     synchronize(device)
     start = time.perf_counter()
-    rollout(model, warm.state, steps, integrator, neighbors, store=False)
+    rollout(integrator, warm.state, steps, store=False)
     synchronize(device)
     return replicas * steps / (time.perf_counter() - start)
 

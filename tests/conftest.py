@@ -91,3 +91,19 @@ def thermalised(atoms_list, temperature_K: float, seed: int = 0):
     p = maxwell_boltzmann_momenta(state.masses, state.system, temperature_K, gen, exact=True,
                                   n_systems=state.n_systems)
     return state.replace(momenta=p)
+
+
+def integrator(ensemble: str, timestep_fs: float, temperature_K: float | None = None, **kwargs):
+    """A maker of the builder's integrator for ``ensemble`` around any evaluator (see :func:`md`)."""
+    from longmd.dynamics.propagator import build_integrator
+
+    return lambda evaluator: build_integrator(evaluator, timestep_fs, ensemble, temperature_K, **kwargs)
+
+
+def md(model, state, n_steps: int, make, neighbors, gradient: str = "none", **kwargs):
+    """``rollout`` of ``model``'s velocity-Verlet dynamics: ``make`` from :func:`integrator`, neighbour lists
+    ``neighbors``, gradient mode ``gradient``; other keywords go to ``rollout``."""
+    from longmd.dynamics.cores import ForceField
+    from longmd.dynamics.rollout import rollout
+
+    return rollout(make(ForceField(model, neighbors, gradient)), state, n_steps, **kwargs)

@@ -12,11 +12,10 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.emt import EMT
 from ase.md.verlet import VelocityVerlet
 
+from conftest import integrator, md
 from longmd.calculator import atoms_to_graph
 from longmd.data.graph import Graph
-from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.models.ase_adapter import ASECalculatorModel, ModelSpecError, calculator_from_spec, parse_ase_spec
 from longmd.models.base import predict
@@ -111,7 +110,7 @@ def test_md_through_the_adapter_equals_ase_velocity_verlet() -> None:
     atoms.set_momenta(rng.normal(scale=0.5, size=(len(atoms), 3)))
     state = MDState.from_atoms(atoms)
     model = ASECalculatorModel(EMT(), pbc=True)
-    result = rollout(model, state, 20, make_integrator("nve", 2.0), VerletNeighbors(model.cutoff, 1.0))
+    result = md(model, state, 20, integrator("nve", 2.0), VerletNeighbors(model.cutoff, 1.0))
     atoms.calc = EMT()
     dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
     dyn.run(20)

@@ -12,9 +12,8 @@ import pytest
 import torch
 from ase.build import bulk
 
-from longmd.dynamics.integrators import make_integrator
+from conftest import integrator, md
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import rollout
 from longmd.dynamics.simulate import simulate
 from longmd.dynamics.state import MDState
 from longmd.models.egnn import EGNN
@@ -87,11 +86,11 @@ def test_nve_rollout_step_reads_the_device_at_most_twice(syncs: SyncCounter) -> 
     model = small_egnn()
     state = MDState.from_atoms([crystal(), crystal()], dtype=torch.float64)
     neighbors = VerletNeighbors(model.cutoff, skin=1.0, isolate_nonfinite=True)
-    integrator = make_integrator("nve", 0.5)
-    state = rollout(model, state, 1, integrator, neighbors, store=False).state
+    make = integrator("nve", 0.5)
+    state = md(model, state, 1, make, neighbors, store=False).state
 
     def run(steps: int) -> None:
-        assert rollout(model, state, steps, integrator, neighbors, store=False).steps_done == steps
+        assert md(model, state, steps, make, neighbors, store=False).steps_done == steps
 
     per_step = (syncs(lambda: run(21)) - syncs(lambda: run(1))) / 20
     assert neighbors.builds == 1  # no build after the first: steady steps only

@@ -7,11 +7,9 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 
-from conftest import thermalised, tiny_training_config
+from conftest import integrator, md, thermalised, tiny_training_config
 from longmd.data.graph import Graph
-from longmd.dynamics.integrators import make_integrator
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState, kinetic_energy
 from longmd.models.base import predict
 from longmd.neighbors import batched_neighbor_list
@@ -82,7 +80,7 @@ def test_nve_rollout_conserves_energy(mace_file) -> None:
     model = MACEModel.from_file(mace_file)
     atoms = _systems()[0]
     state = thermalised([atoms, atoms], 300.0).to(dtype=torch.float64)
-    result = rollout(model, state, 200, make_integrator("nve", 0.5), VerletNeighbors(model.cutoff, 0.5))
+    result = md(model, state, 200, integrator("nve", 0.5), VerletNeighbors(model.cutoff, 0.5))
     kinetic = torch.stack([kinetic_energy(p, state.masses, state.system, 2) for p in result.momenta])
     total = torch.stack(result.energy) + kinetic  # (steps + 1, replicas)
     assert kinetic.std() > 1e-3  # atoms really moved

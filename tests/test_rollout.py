@@ -10,11 +10,10 @@ from ase.cluster import Icosahedron
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from conftest import thermalised
+from conftest import integrator, md, thermalised
 from longmd.data.graph import Graph
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import parse_gradient
 from longmd.dynamics.neighbor_policy import GivenNeighbors, RebuildNeighbors, VerletNeighbors
-from longmd.dynamics.rollout import parse_gradient, rollout
 from longmd.dynamics.state import MDState
 from longmd.models.base import EnergyModel, predict
 from longmd.models.lj import LennardJones, quintic_switch
@@ -34,10 +33,10 @@ def smooth_lj(**kwargs) -> LennardJones:
 # ------------------------------------------------------------------------------------------ neighbours
 def test_verlet_lists_give_the_trajectory_of_fresh_lists_with_fewer_builds() -> None:
     state = thermalised([bulk("Ar", "fcc", a=5.26, cubic=True).repeat(2)], 250.0)
-    integrator = make_integrator("nve", 5.0)
+    make = integrator("nve", 5.0)
     fresh, verlet = RebuildNeighbors(8.5), VerletNeighbors(8.5, skin=0.5)
-    ref = rollout(smooth_lj(), state, 200, integrator, fresh)
-    out = rollout(smooth_lj(), state, 200, integrator, verlet)
+    ref = md(smooth_lj(), state, 200, make, fresh)
+    out = md(smooth_lj(), state, 200, make, verlet)
     assert float((out.state.positions - ref.state.positions).abs().max()) < 1e-10
     assert float((out.state.momenta - ref.state.momenta).abs().max()) < 1e-10
     assert float((out.state.positions - state.positions).norm(dim=-1).max()) > 0.5  # moved more than the skin
@@ -73,11 +72,11 @@ def test_given_neighbors_use_the_list_of_step_s_div_k_times_k() -> None:
 def test_given_reference_lists_reproduce_the_trajectory() -> None:
     """The DT-training path: lists of the reference trajectory's frames, one per step."""
     state = thermalised([argon_cluster()], 60.0)
-    integrator = make_integrator("nve", 10.0)
-    ref = rollout(smooth_lj(), state, 20, integrator, RebuildNeighbors(8.5))
+    make = integrator("nve", 10.0)
+    ref = md(smooth_lj(), state, 20, make, RebuildNeighbors(8.5))
     frames = [state.replace(positions=x) for x in ref.positions]
     lists = [batched_neighbor_list(s.positions, s.cell, s.pbc, s.system, 8.5) for s in frames]
-    out = rollout(smooth_lj(), state, 20, integrator, GivenNeighbors(lists))
+    out = md(smooth_lj(), state, 20, make, GivenNeighbors(lists))
     torch.testing.assert_close(torch.stack(out.forces), torch.stack(ref.forces), rtol=0, atol=1e-12)
 
 
@@ -86,9 +85,9 @@ def test_batched_replicas_equal_one_by_one() -> None:
     systems = [bulk("Ar", "fcc", a=5.26, cubic=True).repeat(2), argon_cluster(), argon_cluster(3)]
     states = [thermalised([a], 80.0, seed=k) for k, a in enumerate(systems)]
     batch = MDState.from_atoms(systems).replace(momenta=torch.cat([s.momenta for s in states]))
-    integrator = make_integrator("nve", 10.0)
-    together = rollout(smooth_lj(), batch, 30, integrator, VerletNeighbors(8.5, 1.0))
-    alone = [rollout(smooth_lj(), s, 30, integrator, VerletNeighbors(8.5, 1.0)) for s in states]
+    make = integrator("nve", 10.0)
+    together = md(smooth_lj(), batch, 30, make, VerletNeighbors(8.5, 1.0))
+    alone = [md(smooth_lj(), s, 30, make, VerletNeighbors(8.5, 1.0)) for s in states]
     torch.testing.assert_close(together.state.positions, torch.cat([r.state.positions for r in alone]),
                                rtol=0, atol=1e-11)
     torch.testing.assert_close(together.energy[-1], torch.cat([r.energy[-1] for r in alone]), rtol=0, atol=1e-12)
@@ -96,29 +95,29 @@ def test_batched_replicas_equal_one_by_one() -> None:
 
 def test_rollout_records_and_stops() -> None:
     state = thermalised([argon_cluster()], 40.0)
-    integrator = make_integrator("nve", 10.0)
+    make = integrator("nve", 10.0)
     seen = []
 
     def on_step(step: int, s: MDState) -> bool | None:
         seen.append(step)
         return False if step == 3 else None
 
-    out = rollout(smooth_lj(), state, 10, integrator, RebuildNeighbors(8.5), on_step=on_step)
+    out = md(smooth_lj(), state, 10, make, RebuildNeighbors(8.5), on_step=on_step)
     assert seen == [0, 1, 2, 3] and out.steps_done == 3
     assert len(out.forces) == len(out.positions) == len(out.momenta) == len(out.energy) == 4
     torch.testing.assert_close(out.positions[0], state.positions)
-    bare = rollout(smooth_lj(), state, 3, integrator, RebuildNeighbors(8.5), store=False)
+    bare = md(smooth_lj(), state, 3, make, RebuildNeighbors(8.5), store=False)
     assert bare.forces == [] and torch.equal(bare.state.positions, out.state.positions)
     with torch.no_grad():  # validation rollouts run under no_grad: forces still come from autograd
-        quiet = rollout(smooth_lj(), state, 3, integrator, RebuildNeighbors(8.5))
+        quiet = md(smooth_lj(), state, 3, make, RebuildNeighbors(8.5))
     torch.testing.assert_close(quiet.state.positions, out.state.positions, rtol=0, atol=0)
 
 
 def test_float32_follows_float64() -> None:
     state = thermalised([argon_cluster()], 40.0)
-    integrator = make_integrator("nve", 10.0)
-    ref = rollout(smooth_lj(), state, 20, integrator, VerletNeighbors(8.5, 1.0))
-    out = rollout(smooth_lj(), state.to(dtype=torch.float32), 20, integrator, VerletNeighbors(8.5, 1.0))
+    make = integrator("nve", 10.0)
+    ref = md(smooth_lj(), state, 20, make, VerletNeighbors(8.5, 1.0))
+    out = md(smooth_lj(), state.to(dtype=torch.float32), 20, make, VerletNeighbors(8.5, 1.0))
     assert out.state.positions.dtype == torch.float32
     torch.testing.assert_close(out.state.positions.double(), ref.state.positions, rtol=0, atol=1e-4)
 
@@ -126,13 +125,13 @@ def test_float32_follows_float64() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_follows_cpu() -> None:
     state = thermalised([argon_cluster(), bulk("Ar", "fcc", a=5.26, cubic=True).repeat(2)], 40.0)
-    ref = rollout(smooth_lj(), state, 20, make_integrator("svr", 10.0, 40.0), VerletNeighbors(8.5, 1.0))
-    out = rollout(smooth_lj().cuda(), state.to("cuda"), 20, make_integrator("svr", 10.0, 40.0),  # CPU generator
+    ref = md(smooth_lj(), state, 20, integrator("svr", 10.0, 40.0), VerletNeighbors(8.5, 1.0))
+    out = md(smooth_lj().cuda(), state.to("cuda"), 20, integrator("svr", 10.0, 40.0),  # CPU generator
                   VerletNeighbors(8.5, 1.0))
     assert out.state.positions.is_cuda
     assert torch.isfinite(out.state.positions).all()
-    nve_ref = rollout(smooth_lj(), state, 20, make_integrator("nve", 10.0), VerletNeighbors(8.5, 1.0))
-    nve = rollout(smooth_lj().cuda(), state.to("cuda"), 20, make_integrator("nve", 10.0), VerletNeighbors(8.5, 1.0))
+    nve_ref = md(smooth_lj(), state, 20, integrator("nve", 10.0), VerletNeighbors(8.5, 1.0))
+    nve = md(smooth_lj().cuda(), state.to("cuda"), 20, integrator("nve", 10.0), VerletNeighbors(8.5, 1.0))
     torch.testing.assert_close(nve.state.positions.cpu(), nve_ref.state.positions, rtol=0, atol=1e-9)
     assert ref.steps_done == out.steps_done == 20
 
@@ -168,7 +167,7 @@ def gradient_setup():
 
 def rollout_loss(model, gradient: str, step_mask=None):
     state, neighbors, weights = gradient_setup()
-    out = rollout(model, state, N_STEPS, make_integrator("nve", 20.0), neighbors, gradient=gradient)
+    out = md(model, state, N_STEPS, integrator("nve", 20.0), neighbors, gradient=gradient)
     mask = torch.ones(N_STEPS + 1, dtype=torch.float64) if step_mask is None else step_mask
     return sum(m * (w * f).sum() for m, w, f in zip(mask, weights, out.forces, strict=True)), out
 
@@ -254,10 +253,10 @@ def test_truncated_gradients() -> None:
 def test_gradient_modes_keep_or_drop_the_graph() -> None:
     model = smooth_lj(trainable=True)
     state, neighbors, _ = gradient_setup()
-    integrator = make_integrator("nve", 20.0)
-    none = rollout(model, state, 3, integrator, neighbors, gradient="none")
+    nve = integrator("nve", 20.0)
+    none = md(model, state, 3, nve, neighbors, gradient="none")
     assert not any(t.requires_grad for t in none.forces + none.positions + none.energy)
-    full = rollout(model, state, 3, integrator, neighbors, gradient="full")
+    full = md(model, state, 3, nve, neighbors, gradient="full")
     assert all(f.requires_grad for f in full.forces) and full.positions[-1].requires_grad
     torch.testing.assert_close(full.state.positions.detach(), none.state.positions, rtol=0, atol=1e-13)
     assert parse_gradient("truncated:4") == (True, 4) and parse_gradient("detached") == (True, 1)

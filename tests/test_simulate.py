@@ -14,9 +14,10 @@ from ase import Atoms
 from ase.cluster import Icosahedron
 
 from longmd.cli import main
+from longmd.dynamics.cores import ForceField
+from longmd.dynamics.failures import MinDistance
 from longmd.dynamics.neighbor_policy import VerletNeighbors
-from longmd.dynamics.rollout import compute_forces
-from longmd.dynamics.simulate import MinDistance, seed_streams, simulate
+from longmd.dynamics.simulate import seed_streams, simulate
 from longmd.dynamics.state import MDState
 from longmd.models.egnn import EGNN
 from longmd.models.io import save_model
@@ -172,7 +173,7 @@ def test_min_distance_is_exact_below_the_threshold() -> None:
     state = MDState.from_atoms([cluster(30.0), Atoms("Ar2", positions=[[0, 0, 0], [2.0, 0, 0]], cell=[9, 9, 9],
                                                           pbc=True)])
     neighbors = VerletNeighbors(8.5, 1.0)
-    compute_forces(model(), state, neighbors, 0)
+    ForceField(model(), neighbors)(state)
     exact = MinDistance(neighbors)(state)
     brute = cluster(30.0).get_all_distances()[np.triu_indices(13, 1)].min()
     assert float(exact[0]) == pytest.approx(brute) and float(exact[1]) == pytest.approx(2.0)

@@ -85,6 +85,11 @@ class TrainingConfig:
     seed: int = option(0, "seed of initialisation, sampling and thermostats")
     threads: int | None = option(None, "torch CPU threads (None = torch's default)", 1)
     progress: bool = option(True, "show progress bars")
+    position_weight: float = option(0.0, "weight of the per-step position error (Å, steps >= 1) of rollouts", 0)
+    momentum_weight: float = option(0.0, "weight of the per-step momentum error (amu·Å/fs, steps >= 1) of rollouts",
+                                    0)
+    stages: list = option([], "training stages, each {name, train: [terms] | all, training keys...} "
+                          "(empty: one stage from this section; docs/training.md)")
 
 
 @dataclass
@@ -176,7 +181,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
 
 
-def _coerce_field(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
+def coerce_field(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
     value = coerce(value, get_type_hints(cls)[f.name], where)
     low = f.metadata.get("min")
     if low is not None and value is not None and value < low:
@@ -208,7 +213,7 @@ def config_from_dict(raw: dict, source: str = "<dict>", sources: dict[str, str] 
             where = sources.get(f"{name}.{key}", source)
             if key not in known:
                 raise ConfigError(f"{where}: unknown key '{name}.{key}' (allowed: {', '.join(known)})")
-            setattr(target, key, _coerce_field(cls, known[key], value, f"{where}: {name}.{key}"))
+            setattr(target, key, coerce_field(cls, known[key], value, f"{where}: {name}.{key}"))
     return cfg
 
 

@@ -20,10 +20,13 @@ from tqdm.auto import tqdm
 from longmd.analysis.force_errors import combine_species
 from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import ForceField, LearnedStride
+from longmd.dynamics.failures import Limits, check_replicas
 from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.state import MDState
+from longmd.models.stride import StridePredictor
 
 
 @dataclass
@@ -105,6 +108,8 @@ class RolloutErrors:
         per_species = sums.abs_sum / np.maximum(sums.counts, 1)
         present = torch.as_tensor(sums.counts > 0)
         combined = combine_species(torch.as_tensor(per_species), present, species_reduction).numpy()
+        if not present.any():  # nothing scored forces (a stride predictor has none)
+            per_species, combined = np.full_like(per_species, np.nan), np.full_like(combined, np.nan)
         return cls(
             species=species,
             mepa=combined,
@@ -121,6 +126,11 @@ class RolloutErrors:
     def mean_mepa(self) -> float:
         """MEPA averaged over the steps (the validation metric); inf if any rollout failed."""
         return math.inf if self.failed else float(np.mean(self.mepa))
+
+    @property
+    def mean_deviation(self) -> float:
+        """Position deviation (Å) averaged over the steps after step 0; inf if any rollout failed."""
+        return math.inf if self.failed else float(np.mean(self.position_deviation[1:]))
 
     def summary(self) -> dict:
         return {
@@ -195,7 +205,8 @@ def rollout_errors(
         numbers = np.concatenate([trajectories[w.traj].numbers for w in chunk])
         sums.failed += len(stops)
         failed_at.extend(stops.values())
-        sums.add_forces(forces, ref_f, numbers, species)
+        if not isinstance(model, StridePredictor):
+            sums.add_forces(forces, ref_f, numbers, species)
         dev = _deviation(positions, ref_x, chunk, trajectories)
         sums.dev_sum += np.nansum(dev, axis=1)
         sums.dev_count += np.isfinite(dev).sum(1)
@@ -208,10 +219,11 @@ def _rollout_batch(
 ) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
     """Forces and positions (n_steps + 1, N, 3) of a batch of NVE rollouts, and {system: step it failed}.
 
-    A system whose positions, forces or energy turn non-finite, or whose largest force component exceeds
-    ``max_force`` eV/Å, is dropped from the batch at that step (its later entries are NaN); the others go on
-    (systems are independent, so they follow the trajectory they would follow alone). A blow-up therefore
-    never reaches the neighbour search.
+    A system that fails the replica check (:func:`~longmd.dynamics.failures.check_replicas`: non-finite
+    state, or a force component above ``max_force`` eV/Å) is dropped from the batch at that step (its later
+    entries are NaN); the others go on (systems are independent, so they follow the trajectory they would
+    follow alone). A blow-up therefore never reaches the neighbour search. A stride predictor has no forces:
+    they stay NaN, positions are scored.
     """
     counts = state.atoms_per_system().cpu().numpy()
     first_atom = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -219,32 +231,38 @@ def _rollout_batch(
     positions = np.full_like(forces, np.nan)
     stops: dict[int, int] = {}
     shown = [0]  # steps shown on the bar (a step is seen twice when the survivors restart there)
+    limits = Limits(min_distance=None, max_temperature_K=None, max_force=max_force)
+    propagator = build_integrator(_evaluator(model, skin), timestep_fs)
 
     def on_step(g: int, s: MDState, alive: list[int]) -> list[int]:
         bar.update(max(0, g - shown[0]))
         shown[0] = max(shown[0], g)
-        f = s.forces.detach().cpu().double().numpy()
+        bad = np.flatnonzero(check_replicas(s, limits)[0]).tolist()
+        f = None if s.forces is None else s.forces.detach().cpu().double().numpy()
         x = s.positions.detach().cpu().double().numpy()
-        e = s.energy.detach().cpu().double().numpy()
-        bad, local = [], 0
+        local = 0
         for k, b in enumerate(alive):
             n = int(counts[b])
-            fb, xb = f[local : local + n], x[local : local + n]
+            rows, atoms = slice(local, local + n), slice(first_atom[b], first_atom[b] + n)
             local += n
-            if not (np.isfinite(fb).all() and np.isfinite(xb).all() and np.isfinite(e[k])) or (
-                n and np.abs(fb).max() > max_force
-            ):
-                bad.append(k)
+            if k in bad:
                 stops[b] = g
                 continue
-            forces[g, first_atom[b] : first_atom[b] + n] = fb
-            positions[g, first_atom[b] : first_atom[b] + n] = xb
+            if f is not None:
+                forces[g, atoms] = f[rows]
+            positions[g, atoms] = x[rows]
         return bad
 
-    rollout_dropping_failures(model, state, n_steps, make_integrator("nve", timestep_fs),
-                              VerletNeighbors(model.cutoff, skin), on_step)
+    rollout_dropping_failures(propagator, state, n_steps, on_step)
     bar.update(max(0, n_steps - shown[0]))  # steps the failed rollouts no longer run
     return forces, positions, stops
+
+
+def _evaluator(model: nn.Module, skin: float) -> ForceField | LearnedStride:
+    """The core's evaluator: a force field with Verlet lists, or a stride predictor's learned step."""
+    if isinstance(model, StridePredictor):
+        return LearnedStride(model, VerletNeighbors(model.cutoff, skin) if model.cutoff else None)
+    return ForceField(model, VerletNeighbors(model.cutoff, skin))
 
 
 def _deviation(model_x: np.ndarray, ref_x: np.ndarray, chunk: Sequence[Window], trajectories) -> np.ndarray:

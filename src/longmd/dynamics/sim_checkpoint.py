@@ -57,9 +57,8 @@ class SimulationCheckpoint:
     neighbor_builds: int
 
     def save(self, out_dir: Path) -> Path:
-        state = {f.name: getattr(self.state, f.name) for f in fields(MDState)}
-        state = {k: None if v is None else v.detach().to("cpu") for k, v in state.items()}
-        payload = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)}, "state": state}
+        payload = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)},
+                   "state": self.state.state_dict()}
         return atomic_torch_save(payload, out_dir / CHECKPOINT)
 
     @classmethod
@@ -79,7 +78,7 @@ class SimulationCheckpoint:
         if changed:
             raise ValueError(f"resume: {path} was written with other settings ({'; '.join(changed)}); "
                              "resume with the same model, structures and ensemble settings, or use a new --out")
-        state = MDState(**{k: None if v is None else v.to(device) for k, v in payload["state"].items()})
+        state = MDState.from_state_dict(payload["state"], device)
         kept = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in payload.items() if k in kept and k != "state"}, state=state)
 

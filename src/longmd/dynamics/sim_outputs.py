@@ -168,10 +168,10 @@ class Outputs:
         return {"bytes": {Path(f.name).name: f.tell() for f in text}, "traj_frames": list(self._traj_frames)}
 
     def thermo(self, step: int, time_fs: float, replicas: list[int], stats: np.ndarray) -> None:
-        """One CSV row per replica from the (5, B) stats of ``check_replicas``."""
+        """One CSV row per replica from the (6, B) stats of ``check_replicas``."""
         if self._csv is None:
             return
-        _, _, e_pot, e_kin, temperature = stats
+        e_pot, e_kin, temperature = stats[2:5]
         self._csv.writerows(
             [step, f"{time_fs:.6g}", r, f"{e_pot[b]:.10g}", f"{e_kin[b]:.10g}", f"{e_pot[b] + e_kin[b]:.10g}",
              f"{temperature[b]:.10g}"]

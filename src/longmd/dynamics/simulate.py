@@ -27,9 +27,17 @@ from ase import Atoms
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from longmd.data.graph import edge_vectors
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import ForceField, LearnedStride
+from longmd.dynamics.failures import (
+    REASONS,
+    Limits,
+    MinDistance,
+    check_replicas,
+    default_max_temperature,
+    per_system_any,
+)
 from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.sim_checkpoint import (
     CHECKPOINT,
@@ -40,12 +48,9 @@ from longmd.dynamics.sim_checkpoint import (
 )
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
+from longmd.models.stride import StridePredictor
 
 logger = logging.getLogger(__name__)
-
-REASONS = ("ok", "nan", "min_distance", "temperature")
-"""Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence)."""
-
 
 @dataclass
 class ReplicaStop:
@@ -119,11 +124,6 @@ class SimulationResult:
         }  # fmt: skip
 
 
-def default_max_temperature(temperature_K: float | None) -> float:
-    """Blow-up bound on the temperature: 10x the target, or 5000 K without one (NVE)."""
-    return 10.0 * temperature_K if temperature_K else 5000.0
-
-
 def seed_streams(seed: int) -> tuple[int, int]:
     """Independent seeds (initial velocities, thermostat noise) spawned from ``numpy.random.SeedSequence(seed)``."""
     velocities, noise = (int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(seed).spawn(2))
@@ -163,19 +163,6 @@ def _initial_state(
     return state.replace(forces=None, energy=None)
 
 
-def _per_system_any(flags: Tensor, system: Tensor, n_systems: int) -> Tensor:
-    return torch.zeros(n_systems, dtype=torch.int32, device=flags.device).index_add(0, system, flags.int()) > 0
-
-
-def _finite_per_system(values: Tensor, system: Tensor, start: Tensor) -> Tensor:
-    """(B,) whether ``start`` (B,) plus every row of ``values`` (N, 3) of each system is finite.
-
-    One sum per system: a NaN or inf anywhere propagates to it (only an overflow beyond the dtype's largest
-    number, itself a blow-up, would also mark a system).
-    """
-    return torch.isfinite(start.index_add(0, system, values.sum(-1)))
-
-
 def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, seed: int) -> MDState:
     """Draw Maxwell-Boltzmann momenta where ``mode`` asks for them (see :func:`simulate`)."""
     if mode == "given":
@@ -184,7 +171,7 @@ def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, see
         if mode == "maxwell-boltzmann":
             raise ValueError("init_velocities='maxwell-boltzmann' needs temperature_K")
         return state
-    at_rest = ~_per_system_any(state.momenta.abs().sum(-1) > 0, state.system, state.n_systems)
+    at_rest = ~per_system_any(state.momenta.abs().sum(-1) > 0, state.system, state.n_systems)
     draw = torch.ones_like(at_rest) if mode == "maxwell-boltzmann" else at_rest
     if not bool(draw.any()):
         return state
@@ -194,80 +181,13 @@ def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, see
     return state.replace(momenta=torch.where(draw[state.system][:, None], p, state.momenta))
 
 
-class MinDistance:
-    """(B,) shortest pair distance of each system over the current neighbour list (inf: no pair).
-
-    With ``reach`` (= threshold + skin of a Verlet list), pairs farther than ``reach`` at a list build are
-    dropped until the next build: no atom moves more than skin / 2 in between, so they cannot come closer
-    than the threshold. The result is then exact below the threshold and an upper bound above it, and a
-    step costs a scatter over the few close pairs instead of the whole list. Cached on the build counter.
-    """
-
-    def __init__(self, neighbors: VerletNeighbors, reach: float | None = None) -> None:
-        self.neighbors, self.reach = neighbors, reach
-        self._build = -1
-        self._pairs: tuple[Tensor, Tensor, Tensor] | None = None  # i, j, periodic offset S·cell
-
-    def __call__(self, state: MDState) -> Tensor:
-        out = torch.full((state.n_systems,), float("inf"), dtype=state.dtype, device=state.device)
-        if self.neighbors.current is None:  # reset (the batch changed) and not yet rebuilt by a force call
-            self.neighbors.edges(0, state)
-        if self.neighbors.builds != self._build:
-            self._pairs = self._close_pairs(state)
-            self._build = self.neighbors.builds
-        if self._pairs is None:
-            return out
-        i, j, offsets = self._pairs
-        x = state.positions.detach()
-        d2 = (x.index_select(0, j) - x.index_select(0, i) + offsets).pow(2).sum(-1)
-        return out.scatter_reduce(0, state.system.index_select(0, i), d2.sqrt(), reduce="amin")
-
-    def _close_pairs(self, state: MDState) -> tuple[Tensor, Tensor, Tensor] | None:
-        edges = self.neighbors.current
-        if edges is None or edges[0].shape[1] == 0:
-            return None
-        edge_index, shifts = edges
-        offsets = edge_vectors(torch.zeros_like(state.positions), state.cell.detach(), state.system, edge_index,
-                               shifts)
-        i, j = edge_index
-        if self.reach is not None:
-            x = state.positions.detach()
-            keep = (x[j] - x[i] + offsets).norm(dim=-1) <= self.reach
-            i, j, offsets = i[keep], j[keep], offsets[keep]
-        return i, j, offsets
-
-
-def check_replicas(
-    state: MDState, d_min: Tensor, min_distance: float, max_temperature_K: float, com_removed: bool = True
-) -> np.ndarray:
-    """(5, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T.
-
-    Code 0: good; 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T above
-    ``max_temperature_K``. A lower code takes precedence. E_kin is the whole kinetic energy (E_pot + E_kin is
-    conserved in NVE); T is that of :meth:`MDState.temperature` (centre-of-mass motion excluded when the total
-    momentum is conserved).
-    """
-    e_kin = state.kinetic_energy()
-    temperature = state.temperature(com_removed)
-    nonfinite = ~_finite_per_system(state.positions + state.momenta + state.forces, state.system, state.energy)
-    code = torch.where(nonfinite, 1.0, torch.where(d_min < min_distance, 2.0, 3.0 * (temperature > max_temperature_K)))
-    stats = torch.stack([code.to(e_kin.dtype), d_min, state.energy, e_kin, temperature])
-    return stats.detach().to("cpu", torch.float64).numpy()
-
-
-@dataclass
-class _Limits:
-    min_distance: float
-    max_temperature_K: float
-
-
 class _Monitor:
     """``on_step`` of :func:`rollout_dropping_failures`: checks every replica, logs, writes frames, checkpoints.
 
     A replica that fails a check is stopped (:attr:`stopped`) with its last good frame and leaves the batch.
     """
 
-    def __init__(self, min_distance: MinDistance, limits: _Limits, outputs: Outputs, history: ThermoHistory,
+    def __init__(self, min_distance: MinDistance | None, limits: Limits, outputs: Outputs, history: ThermoHistory,
                  bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool,
                  progress: bool, stopped: list[ReplicaStop], written_at: int | None = None,
                  checkpoint: Callable[[int, MDState, list[int]], None] | None = None,
@@ -281,8 +201,8 @@ class _Monitor:
         self.last_good: MDState | None = None  # the previous step of the current batch
 
     def __call__(self, g: int, s: MDState, alive: list[int]) -> list[int]:
-        stats = check_replicas(s, self.min_distance(s), self.limits.min_distance, self.limits.max_temperature_K,
-                               self.com_removed)
+        d_min = None if self.min_distance is None else self.min_distance(s)
+        stats = check_replicas(s, self.limits, d_min, self.com_removed)
         if stats[0].any():
             bad = np.flatnonzero(stats[0]).tolist()
             self.stopped += self._stop(g, s, stats, bad, alive)
@@ -294,7 +214,7 @@ class _Monitor:
         t_fs = g * self.timestep_fs
         if g % self.log_every == 0 or g == self.steps:
             self.outputs.thermo(g, t_fs, alive, stats)
-            _, _, e_pot, e_kin, temperature = stats
+            e_pot, e_kin, temperature = stats[2:5]
             self.history.add(t_fs, alive, np.stack([e_pot, e_kin, e_pot + e_kin, temperature]))
             self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(alive), refresh=False)
         if g % self.traj_every == 0 or g == self.steps:
@@ -317,7 +237,7 @@ class _Monitor:
             r, code = alive[b], int(stats[0, b])
             t_fs = g * self.timestep_fs
             message = (f"replica {r} stopped at step {g} (t = {t_fs:g} fs): "
-                       f"{_stop_message(code, stats, b, self.limits)}; kept {kept}")
+                       f"{self.limits.message(code, stats, b)}; kept {kept}")
             path = self.outputs.stopped(r, frame)
             message += f" -> {path}" if path else ""
             logger.warning(message)
@@ -325,14 +245,6 @@ class _Monitor:
                 tqdm.write(message)
             stops.append(ReplicaStop(r, g, t_fs, REASONS[code], message, frame, path))
         return stops
-
-
-def _stop_message(code: int, stats: np.ndarray, b: int, limits: _Limits) -> str:
-    if code == 1:
-        return "non-finite positions, momenta, forces or energy"
-    if code == 2:
-        return f"atoms {stats[1, b]:.3f} Å apart (< {limits.min_distance:g} Å)"
-    return f"T = {stats[4, b]:.0f} K (> {limits.max_temperature_K:g} K)"
 
 
 def simulate(
@@ -358,8 +270,12 @@ def simulate(
     progress: bool = True,
     checkpoint_every: int = 1000,
     resume: bool = False,
+    filters: Sequence[str] = (),
 ) -> SimulationResult:
     """Run ``steps`` MD steps of ``model`` for every structure (x ``replicas``), batched.
+
+    ``model`` is a potential (velocity Verlet) or a stride predictor (:class:`~longmd.models.stride.StridePredictor`,
+    one call per step of its stride: ``timestep_fs`` must equal it).
 
     Args:
         init: structure(s) (momenta from the Atoms) or an :class:`MDState` (cached forces are ignored: forces
@@ -375,6 +291,8 @@ def simulate(
         seed: initial velocities and thermostat noise use independent streams spawned from it.
         device, dtype: where and in which precision to run (dtype default: the model's). The caller's model is
             not modified; a cast copy is used when it must change.
+        filters: inference filters after the core step, ``"com"`` and/or ``"energy"``
+            (:mod:`longmd.dynamics.filters`).
         skin: Verlet-list skin, Å. min_distance (Å), max_temperature_K (K; default 10x ``temperature_K``, or
             5000 K without one): blow-up thresholds.
         checkpoint_every: with ``out_dir``, write ``checkpoint.pt`` (atomically) every that many steps; one is
@@ -391,15 +309,15 @@ def simulate(
         raise ValueError("resume needs the out_dir of the run to continue")
     model, dtype = prepare_model(model, device, dtype)
     velocity_seed, noise_seed = seed_streams(seed)
-    integrator = make_integrator(ensemble, timestep_fs, temperature_K, friction_per_fs, tau_fs, seed=noise_seed,
-                                 device=device)
-    generator = getattr(integrator.thermostat, "generator", None)
+    neighbors, evaluator = _evaluator(model, skin, min_distance)
+    integrator = build_integrator(evaluator, timestep_fs, ensemble, temperature_K, friction_per_fs, tau_fs,
+                                  seed=noise_seed, device=device, filters=filters)
+    generator = next(iter(integrator.generators), None)
     state = _initial_state(init, replicas, device, dtype)
     state = _initial_momenta(state, init_velocities, temperature_K, velocity_seed)
     if max_temperature_K is None:
         max_temperature_K = default_max_temperature(temperature_K)
-    limits = _Limits(min_distance, max_temperature_K)
-    neighbors = VerletNeighbors(model.cutoff, skin, isolate_nonfinite=True)
+    limits = Limits(min_distance, max_temperature_K)
     n_total = state.n_systems
     alive, offset, stopped, wall_before, builds_before = list(range(n_total)), 0, [], 0.0, 0
     history = ThermoHistory(n_total)
@@ -446,7 +364,7 @@ def simulate(
                            written_at=offset if saved is not None else None,
                            checkpoint=checkpoint if outputs.dir is not None else None,
                            checkpoint_every=checkpoint_every)
-        state, alive, offset = rollout_dropping_failures(model, state, steps, integrator, neighbors, monitor,
+        state, alive, offset = rollout_dropping_failures(integrator, state, steps, monitor,
                                                          ids=alive, first_step=offset)
         if outputs.dir is not None:
             checkpoint(offset, state, alive)
@@ -454,6 +372,16 @@ def simulate(
 
     return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
                    builds_before + neighbors.builds, outputs, history)
+
+
+def _evaluator(model: nn.Module, skin: float,
+               min_distance: float) -> tuple[VerletNeighbors, ForceField | LearnedStride]:
+    """The Verlet list the replica check reads, and the core's evaluator around ``model``."""
+    if isinstance(model, StridePredictor):
+        neighbors = VerletNeighbors(model.cutoff or min_distance, skin, isolate_nonfinite=True)
+        return neighbors, LearnedStride(model, neighbors if model.cutoff else None)
+    neighbors = VerletNeighbors(model.cutoff, skin, isolate_nonfinite=True)
+    return neighbors, ForceField(model, neighbors)
 
 
 def _stop_record(stop: ReplicaStop) -> dict:

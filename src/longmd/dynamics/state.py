@@ -7,7 +7,7 @@ energies eV, forces eV/Å. Systems are concatenated; ``system`` (sorted) says wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -28,7 +28,12 @@ class MDState:
         momenta: (N, 3) amu·Å/ASE-time.
         masses: (N,) amu. numbers: (N,) atomic numbers (long).
         cell: (B, 3, 3) rows are lattice vectors, Å. pbc: (B, 3) bool. system: (N,) long, sorted.
-        forces: (N, 3) eV/Å at ``positions`` or None (stale). energy: (B,) eV or None.
+        forces: (N, 3) eV/Å at ``positions`` or None (stale, or a propagator without a force field).
+        energy: (B,) eV or None.
+        per_atom, per_system: optional named extras, each (N, ...) or (B, ...) (e.g. a per-step uncertainty,
+            the energy a filter conserves); carried through :meth:`select`, :meth:`to` and checkpoints.
+        step: propagator steps taken since the rollout's start state (a plain int; neighbour lists given per
+            step and gradient truncation read it).
     """
 
     positions: Tensor
@@ -40,6 +45,12 @@ class MDState:
     system: Tensor
     forces: Tensor | None = None
     energy: Tensor | None = None
+    per_atom: dict[str, Tensor] = field(default_factory=dict)
+    per_system: dict[str, Tensor] = field(default_factory=dict)
+    step: int = 0
+
+    TENSORS = ("positions", "momenta", "masses", "numbers", "cell", "pbc", "system", "forces", "energy")
+    """The fixed tensor fields (extras and ``step`` aside)."""
 
     @property
     def n_systems(self) -> int:
@@ -97,11 +108,32 @@ class MDState:
         return self.map(lambda t: move_tensor(t, device, dtype))
 
     def map(self, fn) -> MDState:
-        """Apply ``fn`` to every tensor field (None stays None)."""
-        return MDState(**{f.name: (None if (v := getattr(self, f.name)) is None else fn(v)) for f in fields(self)})
+        """Apply ``fn`` to every tensor field and extra (None stays None)."""
+        tensors = {k: (None if (v := getattr(self, k)) is None else fn(v)) for k in self.TENSORS}
+        return MDState(**tensors, per_atom={k: fn(v) for k, v in self.per_atom.items()},
+                       per_system={k: fn(v) for k, v in self.per_system.items()}, step=self.step)
 
     def replace(self, **changes) -> MDState:
         return replace(self, **changes)
+
+    def with_extras(self, per_atom: dict[str, Tensor] | None = None,
+                    per_system: dict[str, Tensor] | None = None) -> MDState:
+        """A copy with extras added or replaced (the others kept)."""
+        return self.replace(per_atom={**self.per_atom, **(per_atom or {})},
+                            per_system={**self.per_system, **(per_system or {})})
+
+    def state_dict(self) -> dict:
+        """Plain tensors on the CPU (and ``step``), for checkpoints: :meth:`from_state_dict` inverts it."""
+        cpu = self.detach().to("cpu")
+        return {**{k: getattr(cpu, k) for k in self.TENSORS}, "per_atom": dict(cpu.per_atom),
+                "per_system": dict(cpu.per_system), "step": self.step}
+
+    @classmethod
+    def from_state_dict(cls, data: dict, device: torch.device | str = "cpu") -> MDState:
+        """The state :meth:`state_dict` wrote (files from before extras existed load too)."""
+        state = cls(**{k: data.get(k) for k in cls.TENSORS}, per_atom=dict(data.get("per_atom") or {}),
+                    per_system=dict(data.get("per_system") or {}), step=int(data.get("step", 0)))
+        return state.to(device)
 
     def select(self, systems: Sequence[int] | Tensor) -> MDState:
         """The sub-batch of the given systems (in that order), renumbered 0..len-1."""
@@ -122,6 +154,9 @@ class MDState:
             system=new_system,
             forces=None if self.forces is None else self.forces[atom_idx],
             energy=None if self.energy is None else self.energy[idx],
+            per_atom={k: v[atom_idx] for k, v in self.per_atom.items()},
+            per_system={k: v[idx] for k, v in self.per_system.items()},
+            step=self.step,
         )
 
     @classmethod

@@ -12,6 +12,11 @@ is the per-atom energy error (absolute for mepa/mae, squared for mse).
 
 S > 1 (rollouts): ``force_weight * (first_step_weight * term(0) + sum_{s>=1} term(s))`` and no energy
 term: step 0 is the only frame whose positions equal the reference ones, hence its weight (50 in the paper).
+
+:func:`rollout_loss` adds named terms on other rollout fields, each summed over steps s >= 1 (step 0 is the
+reference frame itself): ``position_weight`` times the position error (Å) and ``momentum_weight`` times the
+momentum error (amu·Å/fs), absolute for mepa/mae and squared for mse, per component. A rollout without forces
+(a stride predictor) has no force or energy term.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor
 
 from longmd.analysis.force_errors import mepa
+from longmd.units import fs_to_ase_time
 
 LOSSES = ("mepa", "mae", "mse")
 
@@ -34,6 +40,8 @@ class LossSettings:
     energy_weight: float = 1.0
     force_weight: float = 1.0
     first_step_weight: float = 50.0
+    position_weight: float = 0.0
+    momentum_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in LOSSES:
@@ -122,3 +130,45 @@ def sequence_loss(
         return loss, LossParts(parts)
     rest = torch.stack(terms[1:]).sum()
     return settings.force_weight * (settings.first_step_weight * terms[0] + rest), LossParts(parts)
+
+
+def field_term(pred: Tensor, ref: Tensor, settings: LossSettings) -> Tensor:
+    """Mean absolute (mepa, mae) or squared (mse) error of one step's (N, 3) positions or momenta."""
+    err = pred - ref
+    return err.pow(2).mean() if settings.kind == "mse" else err.abs().mean()
+
+
+def rollout_loss(
+    fields: Mapping[str, list[Tensor]],
+    reference: Mapping[str, Tensor],
+    numbers: Tensor,
+    settings: LossSettings,
+    n_atoms: Tensor,
+) -> tuple[Tensor, Mapping[str, float]]:
+    """Loss of a batch of windows: the force (and S = 1 energy) terms of :func:`sequence_loss` when the rollout
+    has forces, plus the weighted position and momentum terms of steps >= 1 (see the module doc).
+
+    ``fields``: per-step lists of the rollout ("forces", "energy", "positions", "momenta"); ``reference``: the
+    windows' (S, N, 3) "forces", "positions", "momenta" and (S, B) "energy".
+    """
+    terms: dict[str, Tensor] = {}
+    loss = None
+    if fields.get("forces"):
+        energy = fields["energy"][0] if fields.get("energy") else None
+        loss, parts = sequence_loss(fields["forces"], reference["forces"], numbers, settings, energy=energy,
+                                    ref_energy=reference["energy"][0], n_atoms=n_atoms)
+        terms.update(parts._terms)
+    per_fs = fs_to_ase_time(1.0)  # momenta in amu·Å/fs
+    for name, weight, unit in (("positions", settings.position_weight, 1.0),
+                               ("momenta", settings.momentum_weight, per_fs)):
+        steps = fields.get(name) or []
+        if not weight or len(steps) < 2:
+            continue
+        parts = [field_term(steps[s] * unit, reference[name][s] * unit, settings) for s in range(1, len(steps))]
+        terms.update({f"{name}_{s + 1}": t for s, t in enumerate(parts)})
+        total = weight * torch.stack(parts).sum()
+        loss = total if loss is None else loss + total
+    if loss is None:
+        raise ValueError("the loss has no term: a rollout without forces needs training.position_weight or "
+                         "training.momentum_weight > 0 and windows of at least 2 frames")
+    return loss, LossParts(terms)

@@ -10,7 +10,7 @@ import torch
 from longmd.config import Config, ConfigError
 from longmd.data.splits import Split, random_frame_split, split_by_trajectory, split_time_blocks
 from longmd.data.trajectory import Trajectory
-from longmd.dynamics.rollout import parse_gradient
+from longmd.dynamics.cores import parse_gradient
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel

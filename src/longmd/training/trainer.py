@@ -37,16 +37,18 @@ from longmd.config import Config, ConfigError, config_from_dict, save_config
 from longmd.data.batching import collate_windows
 from longmd.data.reference_neighbors import ReferenceNeighbors
 from longmd.data.windows import Window
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import ForceField, LearnedStride
 from longmd.dynamics.neighbor_policy import GivenNeighbors
+from longmd.dynamics.propagator import Propagator, build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.models.base import EnergyModel, predict
 from longmd.models.io import load_model, save_model
 from longmd.models.reference import fit_reference_energies, init_reference
+from longmd.models.stride import StridePredictor
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
-from longmd.training.losses import LossSettings, sequence_loss
+from longmd.training.losses import LossSettings, rollout_loss
 from longmd.training.run_log import RunLog, plot_learning_curve, summary_table
 from longmd.training.setup import (
     build_model,
@@ -57,6 +59,7 @@ from longmd.training.setup import (
     resume_config,
     validate_config,
 )
+from longmd.training.stages import Stage, resolve_stages, trainable_parameters
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,7 +86,7 @@ def _peak_memory_mb(device: torch.device) -> float:
 class Trainer:
     """Train a model as ``cfg`` says, in the run directory ``cfg.out``."""
 
-    def __init__(self, cfg: Config, resume: bool = False, log=None) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None) -> None:
         self.out = Path(cfg.out)
         self.main = distributed.is_main()  # rank 0 (or a single process): the one that logs and writes
         # Epoch lines are flushed at once, so logs redirected to a file (nohup, SLURM) follow the run.
@@ -98,6 +101,8 @@ class Trainer:
             cfg = resume_config(config_from_dict(self.checkpoint["config"], str(checkpoint_path)), cfg, log)
         validate_config(cfg)
         self.cfg = cfg
+        self.stages = resolve_stages(cfg)
+        self.stage_index = 0
         t = cfg.training
         if t.threads:
             torch.set_num_threads(int(t.threads))
@@ -115,7 +120,9 @@ class Trainer:
         if self.main:
             atomic_write_text(self.out / "split.json", self.split.to_json())
         species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
-        self.model = build_model(cfg, species).to(device=self.device, dtype=self.dtype)
+        model = build_model(cfg, species) if model is None else model
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.learnable = [p for p in self.model.parameters() if p.requires_grad]
         train_frames = [
             (t, f)
             for t, frames in enumerate(self.split.frames("train"))
@@ -129,31 +136,21 @@ class Trainer:
             np.array([self.trajectories[t].energy[f] for t, f in train_frames]),
             [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
         )
-        self.s_max = 1 if t.mode == "conventional" else t.s_max
+        self.s_max = max(1 if s.training.mode == "conventional" else s.training.s_max for s in self.stages)
         self.timestep_fs = self._common_timestep()
         with distributed.local_main_first():  # one rank per node builds the cache, the others load it
             self.neighbors = ReferenceNeighbors.build(
-                self.trajectories, self.model.cutoff + t.neighbor_skin, progress=t.progress and self.main
+                self.trajectories, (self.model.cutoff or 0.0) + t.neighbor_skin, progress=t.progress and self.main
             )
         if self.checkpoint is None:
             self._center_energies(train_frames)
         self.train_frames = train_frames
         self.val_windows = self._validation_windows()
         self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
-        self.loss_settings = LossSettings(
-            kind=t.loss,
-            species_reduction=t.species_reduction,
-            energy_weight=t.energy_weight,
-            force_weight=t.force_weight,
-            first_step_weight=t.first_step_weight,
-        )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr)
-        self.scheduler = self._new_scheduler()
-        self.curriculum = Curriculum(s_max=self.s_max, patience=t.patience, min_lr=t.min_lr,
-                                     max_epochs_per_s=t.max_epochs_per_s)
         self.sampler = torch.Generator().manual_seed(t.seed)
         self.epoch = 0
-        self.best = {"val_mepa": math.inf, "S": 0, "epoch": -1}
+        self.stage_started = 0  # epoch at which the current stage began
+        self._start_stage(int(self.checkpoint.get("stage", 0)) if self.checkpoint is not None else 0)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         distributed.broadcast_module(self.model)  # identical already (same seed or checkpoint); made certain
@@ -192,7 +189,7 @@ class Trainer:
         return float(self.trajectories[0].timestep_fs)
 
     def _validation_windows(self) -> list[Window]:
-        t = self.cfg.training
+        t = self.t
         if self.cfg.data.split == "frames":
             frames = self.split.frames("val")
             return [Window(tr, int(f), 1) for tr, fr in enumerate(frames) for f in _all(fr, len(self.trajectories[tr]))]
@@ -204,19 +201,52 @@ class Trainer:
             )
         return windows
 
+    @property
+    def stage(self) -> Stage:
+        return self.stages[self.stage_index]
+
+    @property
+    def t(self):
+        """The training settings of the current stage."""
+        return self.stage.training
+
+    def _start_stage(self, index: int) -> None:
+        """Optimiser, scheduler, curriculum and loss of stage ``index``; the terms it does not train are frozen."""
+        self.stage_index = index
+        t = self.t
+        self.loss_settings = LossSettings(
+            kind=t.loss, species_reduction=t.species_reduction, energy_weight=t.energy_weight,
+            force_weight=t.force_weight, first_step_weight=t.first_step_weight, position_weight=t.position_weight,
+            momentum_weight=t.momentum_weight,
+        )
+        self.optimizer = torch.optim.Adam(trainable_parameters(self.stage, self.model, self.learnable), lr=t.lr)
+        self.scheduler = self._new_scheduler()
+        self.curriculum = Curriculum(s_max=1 if t.mode == "conventional" else t.s_max, patience=t.patience,
+                                     min_lr=t.min_lr, max_epochs_per_s=t.max_epochs_per_s)
+        self.best = {"val_mepa": math.inf, "S": 0, "epoch": -1}
+
     def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
-        t = self.cfg.training
+        t = self.t
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=t.lr_factor, patience=t.patience, min_lr=t.min_lr
         )
 
     # ------------------------------------------------------------------------------------- training
     def train_windows(self, s: int) -> list[Window]:
-        return self.split.windows("train", self.trajectories, s, stride=self.cfg.training.window_stride)
+        return self.split.windows("train", self.trajectories, s, stride=self.t.window_stride)
+
+    def propagator(self, edges: list, gradient: str) -> Propagator:
+        """The NVE integrator of a training rollout: velocity Verlet on the model's forces with the reference
+        neighbour lists, or the model's own learned stride."""
+        if isinstance(self.model, StridePredictor):
+            neighbors = GivenNeighbors(edges, update_every=self.t.neighbor_update_every) if self.model.cutoff else None
+            return build_integrator(LearnedStride(self.model, neighbors, gradient), self.timestep_fs)
+        neighbors = GivenNeighbors(edges, update_every=self.t.neighbor_update_every)
+        return build_integrator(ForceField(self.model, neighbors, gradient), self.timestep_fs)
 
     def batch_loss(self, windows: list[Window], gradient: str | None = None) -> tuple[torch.Tensor, dict]:
         """Loss of one batch of windows of equal length (the DT rollout for length > 1)."""
-        t = self.cfg.training
+        t = self.t
         batch = collate_windows(self.trajectories, windows, self.neighbors, device=self.device, dtype=self.dtype)
         state = MDState(
             positions=batch.positions[0],
@@ -227,26 +257,19 @@ class Trainer:
             pbc=batch.pbc,
             system=batch.system,
         )
-        steps = batch.n_steps
-        result = rollout(
-            self.model,
-            state,
-            steps - 1,
-            make_integrator("nve", self.timestep_fs),
-            GivenNeighbors(batch.edges, update_every=t.neighbor_update_every),
-            gradient=gradient or t.rollout_gradient,
-        )
+        result = rollout(self.propagator(batch.edges, gradient or t.rollout_gradient), state, batch.n_steps - 1)
         n_atoms = torch.bincount(batch.system, minlength=batch.n_systems)
-        return sequence_loss(
-            result.forces, batch.forces, batch.numbers, self.loss_settings,
-            energy=result.energy[0], ref_energy=batch.energy[0], n_atoms=n_atoms,
-        )
+        reference = {"forces": batch.forces, "energy": batch.energy, "positions": batch.positions,
+                     "momenta": batch.velocities * batch.masses[:, None]}
+        recorded = {"forces": result.forces, "energy": result.energy, "positions": result.positions,
+                    "momenta": result.momenta}
+        return rollout_loss(recorded, reference, batch.numbers, self.loss_settings, n_atoms)
 
     def train_epoch(self, s: int) -> float:
         """One pass over the epoch's windows in a seeded order. With several ranks each optimisation step
         takes ``batch_size x world_size`` consecutive windows of that order (the same on every rank) and
         rank r trains on the r-th slice of ``batch_size``; the last step may leave a rank without windows."""
-        t = self.cfg.training
+        t = self.t
         windows = self.train_windows(s)
         if not windows:
             raise ConfigError(f"no training window of S={s} frames fits in the training data")
@@ -265,7 +288,7 @@ class Trainer:
 
     def _optimise(self, windows: list[Window], s: int, number: int) -> float:
         """One optimisation step on this rank's windows, gradients averaged over ranks; returns the loss."""
-        t = self.cfg.training
+        t = self.t
         self.optimizer.zero_grad(set_to_none=True)
         loss = None
         if windows:
@@ -303,7 +326,7 @@ class Trainer:
         """MEPA of the fixed validation windows. Each rank scores its shard (every window exactly once);
         the sums and counts are all-reduced before MEPA is formed, so every rank gets the same value."""
         self.model.eval()
-        t = self.cfg.training
+        t = self.t
         mine = distributed.shard(self.val_windows)
         sums, failed_at = ErrorSums.zeros(self.val_windows[0].length, len(self.val_species)), []
         if mine and self.cfg.data.split == "frames":
@@ -320,7 +343,6 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
-        t = self.cfg.training
         self.log(self.model.summary() if hasattr(self.model, "summary") else str(self.model))
         self.log(
             f"data: {len(self.trajectories)} trajectories; split {self.split.method}; "
@@ -328,8 +350,11 @@ class Trainer:
         )
         started = time.perf_counter()
         while True:
-            if t.max_epochs is not None and self.epoch >= t.max_epochs:
-                self.log(f"stopping: max_epochs={t.max_epochs} reached")
+            t = self.t
+            if t.max_epochs is not None and self.epoch - self.stage_started >= t.max_epochs:
+                self.log(f"stopping{self._stage_label}: max_epochs={t.max_epochs} reached")
+                if self._next_stage():
+                    continue
                 break
             if t.max_minutes is not None and distributed.agree(time.perf_counter() - started > 60 * t.max_minutes):
                 self.log(f"stopping: max_minutes={t.max_minutes} reached")
@@ -345,7 +370,7 @@ class Trainer:
                 # energies shift energies only (forces are unchanged), so refitting them keeps energies right.
                 self._center_energies(self.train_frames)
             errors = self.validate()
-            val = errors.mean_mepa
+            val = errors.mean_deviation if isinstance(self.model, StridePredictor) else errors.mean_mepa
             self.scheduler.step(val if math.isfinite(val) else math.inf)
             decision = self.curriculum.update(val, lr)
             record = {
@@ -353,12 +378,16 @@ class Trainer:
                 "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": _peak_memory_mb(self.device),
                 "improved": decision.improved,
                 **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
+                **({"stage": self.stage.name} if len(self.stages) > 1 else {}),
             }
+            prefix = f"best_{self.stage.name}" if len(self.stages) > 1 else "best"
             if decision.improved:
-                self._save_model(f"best_S{s}.pt", s, val)
+                self._save_model(f"{prefix}_S{s}.pt", s, val)
                 if val < self.best["val_mepa"]:
                     self.best = {"val_mepa": val, "S": s, "epoch": self.epoch}
-                    self._save_model("best.pt", s, val)
+                    self._save_model(f"{prefix}.pt", s, val)
+                    if prefix != "best" and self.stage_index == len(self.stages) - 1:
+                        self._save_model("best.pt", s, val)
             self.epoch += 1
             self.log(
                 f"epoch {record['epoch']:4d}  S={s}  lr={lr:.2e}  loss={train_loss:.4f}  val MEPA={val:.4f} eV/Å"
@@ -373,9 +402,29 @@ class Trainer:
             self.run_log.append(record)  # before the checkpoint: a resume drops a record it has no checkpoint for
             self._save_checkpoint()
             if decision.finished:
-                self.log(f"S={s} (s_max) converged: training finished")
+                self.log(f"S={s} (s_max) converged{self._stage_label}: training finished")
+                if self._next_stage():
+                    self._save_checkpoint()
+                    continue
                 break
         return self._finish()
+
+    @property
+    def _stage_label(self) -> str:
+        return f" (stage {self.stage.name})" if len(self.stages) > 1 else ""
+
+    def _next_stage(self) -> bool:
+        """Move to the next stage, from the best model of this one; False after the last stage."""
+        if self.stage_index + 1 >= len(self.stages):
+            return False
+        best = self.out / f"best_{self.stage.name}.pt"
+        if best.exists():
+            self.model.load_state_dict(load_model(best, device=self.device).state_dict())
+        self.stage_started = self.epoch
+        self._start_stage(self.stage_index + 1)
+        self.log(f"stage {self.stage.name} starts at epoch {self.epoch} (training "
+                 f"{'all terms' if self.stage.train is None else ', '.join(self.stage.train)}; from {best.name})")
+        return True
 
     def curriculum_epochs(self, s: int) -> int:
         """Epochs trained at S = s so far (this epoch included)."""
@@ -395,8 +444,8 @@ class Trainer:
         return TrainResult(self.out, best_path, self.best["val_mepa"], self.best["S"], self.epoch, records)
 
     def _provenance(self, s: int, val: float) -> dict:
-        return {"S": s, "epoch": self.epoch, "val_mepa": val, "config": self.cfg.to_dict(),
-                "mode": self.cfg.training.mode}
+        return {"S": s, "epoch": self.epoch, "val_mepa": val, "config": self.cfg.to_dict(), "mode": self.t.mode,
+                **({"stage": self.stage.name} if len(self.stages) > 1 else {})}
 
     # --------------------------------------------------------------------------------- checkpoints
     def _save_model(self, name: str, s: int, val: float) -> None:
@@ -420,6 +469,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch,
             "best": self.best,
+            "stage": self.stage_index,
+            "stage_started": self.stage_started,
         }
         atomic_torch_save(state, self.out / "checkpoint.pt")
 
@@ -432,6 +483,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.epoch = int(state["epoch"])
         self.best = dict(state["best"])
+        self.stage_started = int(state.get("stage_started", 0))
         self.log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
 
 
@@ -444,10 +496,11 @@ def _all(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
     return np.arange(n_frames) if frames is None else np.asarray(frames)
 
 
-def train(cfg: Config, resume: bool = False, log=None) -> TrainResult:
-    """Train as ``cfg`` says (see :class:`Trainer`); under torchrun, on all its processes."""
+def train(cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None) -> TrainResult:
+    """Train as ``cfg`` says (see :class:`Trainer`; ``model`` instead of the config's); under torchrun, on all
+    its processes."""
     try:
-        return Trainer(cfg, resume=resume, log=log).run()
+        return Trainer(cfg, resume=resume, log=log, model=model).run()
     finally:
         distributed.cleanup()
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from longmd.analysis.drift import ns_per_day, steps_per_second
-from longmd.dynamics.integrators import make_integrator
+from longmd.dynamics.cores import ForceField
 from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.simulate import simulate
 from longmd.evaluation.context import Context
@@ -54,22 +55,22 @@ def speed(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     o = ctx.opts
     dtype = ctx.dtype(model)
     state = ctx.state([ctx.run_starts[0]] * max(1, o.speed_replicas), dtype)
-    integrator = make_integrator("nve", ctx.timestep_fs)
     # A blown-up model's non-finite positions are searched as far-apart atoms (no pairs), so the timed steps
     # need no check (a check reads the device: a GPU would wait for it); their result is checked once after.
     neighbors = VerletNeighbors(model.cutoff, o.skin, isolate_nonfinite=True)
+    integrator = build_integrator(ForceField(model, neighbors), ctx.timestep_fs)
 
     def finite(step: int, s) -> bool:  # warm-up only: a blown-up model is not timed
         return bool(torch.isfinite(s.forces).all())
 
-    state = rollout(model, state, o.speed_warmup, integrator, neighbors, store=False, on_step=finite).state
+    state = rollout(integrator, state, o.speed_warmup, store=False, on_step=finite).state
     if not finite(0, state):
         return {"steps": 0, "steps_per_s": None, "ns_per_day": None, "note": "non-finite forces: not timed"}
     _sync(state.device)
     start = time.perf_counter()
     done = o.speed_steps
     try:
-        state = rollout(model, state, done, integrator, neighbors, store=False).state
+        state = rollout(integrator, state, done, store=False).state
     except Exception as exc:  # e.g. an ASE calculator handed the NaN positions of a blown-up run
         return {"steps": 0, "steps_per_s": None, "ns_per_day": None,
                 "note": f"failed during the {done} timed steps ({type(exc).__name__}: {exc})"}

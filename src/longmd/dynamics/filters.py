@@ -1,0 +1,89 @@
+"""Inference-time filters: steps that correct what a core did (FlashMD's filters, for any core).
+
+A filter compares the state after the core with the state just before it, which :class:`MarkBeforeCore`
+(placed right before the core by :func:`~longmd.dynamics.propagator.build_integrator`) records in the state's
+per-system extras: total momentum, centre of mass and, when the state has an energy, the total energy.
+
+- :class:`CenterOfMassFilter`: the total momentum stays as it was and the centre of mass moves on a straight
+  line, x_com' = x_com + dt P / M (a learned step may violate both);
+- :class:`EnergyFilter`: momenta in each system's centre-of-mass frame are rescaled by
+  α = sqrt(1 - (E' - E) / K'_int) so that the total energy equals the one before the core. A system with
+  α² < 0 (the error exceeds its internal kinetic energy) cannot be repaired: its momenta become NaN, so the
+  replica check stops it loudly. Needs the energy after the core: the state's (a force-field core) or that of
+  ``energy_model`` (a :class:`~longmd.dynamics.cores.ForceField`, for cores without energies).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from longmd.dynamics.cores import ForceField
+from longmd.dynamics.state import MDState, kinetic_energy, remove_total_momentum
+
+_P, _COM, _E = "before_core_momentum", "before_core_com", "before_core_energy"
+
+
+def _per_system_sum(values: Tensor, system: Tensor, n_systems: int) -> Tensor:
+    return values.new_zeros((n_systems, *values.shape[1:])).index_add(0, system, values)
+
+
+def center_of_mass(state: MDState) -> Tensor:
+    """(B, 3) centre of mass of each system (positions are unwrapped), Å."""
+    total_m = _per_system_sum(state.masses, state.system, state.n_systems)
+    return _per_system_sum(state.masses[:, None] * state.positions, state.system, state.n_systems) / total_m[:, None]
+
+
+class MarkBeforeCore:
+    """Records total momentum, centre of mass and (if known) total energy before the core step."""
+
+    def __call__(self, state: MDState) -> MDState:
+        marks = {_P: _per_system_sum(state.momenta, state.system, state.n_systems), _COM: center_of_mass(state)}
+        if state.energy is not None:
+            marks[_E] = state.energy + state.kinetic_energy()
+        return state.with_extras(per_system=marks)
+
+
+class CenterOfMassFilter:
+    """Restores the total momentum and the linear motion of the centre of mass over a step of ``dt``."""
+
+    conserves_momentum = True
+
+    def __init__(self, dt: float) -> None:
+        self.dt = float(dt)
+
+    def __call__(self, state: MDState) -> MDState:
+        n, system, m = state.n_systems, state.system, state.masses
+        total_m = _per_system_sum(m, system, n)
+        p_before = state.per_system[_P]
+        excess = _per_system_sum(state.momenta, system, n) - p_before
+        momenta = state.momenta - m[:, None] * (excess / total_m[:, None])[system]
+        target = state.per_system[_COM] + self.dt * p_before / total_m[:, None]
+        positions = state.positions - (center_of_mass(state) - target)[system]
+        return state.replace(positions=positions, momenta=momenta)
+
+
+class EnergyFilter:
+    """Rescales internal momenta so the total energy equals the one before the core (see the module doc)."""
+
+    def __init__(self, energy_model: ForceField | None = None) -> None:
+        self.energy_model = energy_model
+
+    def init(self, state: MDState) -> MDState:
+        if state.energy is None and self.energy_model is not None:
+            state = self.energy_model.ensure(state)
+        return state
+
+    def __call__(self, state: MDState) -> MDState:
+        if state.energy is None:
+            if self.energy_model is None:
+                raise ValueError("EnergyFilter: the core gives no energy; pass an energy_model")
+            state = self.energy_model(state)
+        if _E not in state.per_system:
+            raise ValueError("EnergyFilter: no energy before the core (the state had none: evaluate it first)")
+        n, system, m = state.n_systems, state.system, state.masses
+        internal = remove_total_momentum(state.momenta, m, system, n)
+        k_int = kinetic_energy(internal, m, system, n)
+        error = state.energy + state.kinetic_energy() - state.per_system[_E]
+        alpha2 = 1.0 - error / k_int
+        alpha = alpha2.clamp_min(0).sqrt().masked_fill(alpha2 < 0, float("nan"))
+        return state.replace(momenta=state.momenta - internal + internal * alpha[system][:, None])
