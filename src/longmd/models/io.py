@@ -21,10 +21,12 @@ from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 from longmd.models.mace import PREFIX as MACE_PREFIX
 from longmd.models.mace import MACEModel, load_mace
+from longmd.models.stride import HarmonicStride
 
 FORMAT_VERSION = 1
 
 MODEL_CLASSES: dict[str, type[EnergyModel]] = {"egnn": EGNN, "mace": MACEModel}  # MACE needs mace-torch
+MODEL_CLASSES["harmonic_stride"] = HarmonicStride  # the known-answer stride predictor
 try:  # the analytic Lennard-Jones model is optional here (tests, benchmarks)
     from longmd.models.lj import LennardJones
 

@@ -41,8 +41,17 @@ class HarmonicStride(StridePredictor):
         super().__init__()
         self.reference = AtomicReference(species)  # species table only
         k = torch.as_tensor(stiffness, dtype=torch.float64).expand(self.reference.n_species).clone()
+        if not bool((k > 0).all()) or timestep_fs <= 0:
+            raise ValueError(f"HarmonicStride: stiffness and timestep_fs must be positive, got {stiffness}, {timestep_fs}")
         self.log_stiffness = nn.Parameter(k.log())  # eV/Å^2, positive by construction
         self.timestep_fs = float(timestep_fs)
+
+    def hyperparameters(self) -> dict:
+        return {"species": list(self.reference.species), "stiffness": list(self.stiffness().values()),
+                "timestep_fs": self.timestep_fs}
+
+    def summary(self) -> str:
+        return f"HarmonicStride(stride {self.timestep_fs} fs, k = {self.stiffness()} eV/Å^2)"
 
     def stiffness(self) -> dict[int, float]:
         """{Z: k in eV/Å^2}."""

@@ -221,8 +221,11 @@ class Trainer:
         )
         self.optimizer = torch.optim.Adam(trainable_parameters(self.stage, self.model, self.learnable), lr=t.lr)
         self.scheduler = self._new_scheduler()
-        self.curriculum = Curriculum(s_max=1 if t.mode == "conventional" else t.s_max, patience=t.patience,
-                                     min_lr=t.min_lr, max_epochs_per_s=t.max_epochs_per_s)
+        # A stride predictor learns from pairs of frames at least: its curriculum starts at S = 2.
+        s_min = 2 if isinstance(self.model, StridePredictor) else 1
+        self.curriculum = Curriculum(s_max=max(s_min, 1 if t.mode == "conventional" else t.s_max),
+                                     patience=t.patience, min_lr=t.min_lr, max_epochs_per_s=t.max_epochs_per_s,
+                                     s=s_min)
         self.best = {"val_mepa": math.inf, "S": 0, "epoch": -1}
 
     def _new_scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau:
