@@ -42,7 +42,8 @@ class HarmonicStride(StridePredictor):
         self.reference = AtomicReference(species)  # species table only
         k = torch.as_tensor(stiffness, dtype=torch.float64).expand(self.reference.n_species).clone()
         if not bool((k > 0).all()) or timestep_fs <= 0:
-            raise ValueError(f"HarmonicStride: stiffness and timestep_fs must be positive, got {stiffness}, {timestep_fs}")
+            raise ValueError(f"HarmonicStride: stiffness and timestep_fs must be positive, got {stiffness}, "
+                             f"{timestep_fs}")
         self.log_stiffness = nn.Parameter(k.log())  # eV/Å^2, positive by construction
         self.timestep_fs = float(timestep_fs)
 
