@@ -142,3 +142,12 @@ def test_a_training_stage_recovers_the_stiffness(tmp_path) -> None:
     assert isinstance(learned, HarmonicStride)
     for z, k in learned.stiffness().items():
         assert k == pytest.approx(K[z], rel=0.02), learned.stiffness()
+
+
+def test_simulate_refuses_ase_constraints_instead_of_dropping_them() -> None:
+    from ase.constraints import FixAtoms
+
+    atoms = single_atoms(n=1)[0] + Atoms("H", positions=[[3.0, 0, 0]])
+    atoms.set_constraint(FixAtoms(indices=[1]))
+    with pytest.raises(ValueError, match=r"structure 0 carries ASE constraints \(FixAtoms\)"):
+        simulate(stride(8.0), atoms, steps=2, timestep_fs=8.0, progress=False)

@@ -142,8 +142,19 @@ def _initial_state(
             state = state.select(torch.arange(state.n_systems).repeat_interleave(replicas))
     else:
         atoms_list = [init] if isinstance(init, Atoms) else list(init)
+        _refuse_constraints(atoms_list)
         state = MDState.from_atoms([a for a in atoms_list for _ in range(replicas)], device=device, dtype=dtype)
     return state.replace(forces=None, energy=None)
+
+
+def _refuse_constraints(atoms_list: Sequence[Atoms]) -> None:
+    """longmd's integrators do not apply ASE constraints: refuse them rather than let fixed atoms move."""
+    for k, atoms in enumerate(atoms_list):
+        if atoms.constraints:
+            names = ", ".join(sorted({type(c).__name__ for c in atoms.constraints}))
+            raise ValueError(f"structure {k} carries ASE constraints ({names}), which longmd's integrators do not "
+                             "apply yet: its fixed atoms would move. Remove them (del atoms.constraints) to run "
+                             "unconstrained, or run constrained MD with ASE through longmd's calculator")
 
 
 def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, seed: int) -> MDState:
