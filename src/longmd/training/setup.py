@@ -8,14 +8,18 @@ import numpy as np
 import torch
 
 from longmd.config import Config, ConfigError
+from longmd.data.batching import collate_windows
+from longmd.data.reference_neighbors import ReferenceNeighbors
 from longmd.data.splits import Split, random_frame_split, split_by_trajectory, split_time_blocks
 from longmd.data.trajectory import Trajectory
+from longmd.data.windows import Window
 from longmd.dynamics.cores import parse_gradient
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 from longmd.models.mace import MACEModel
+from longmd.models.reference import fit_reference_energies
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,3 +137,43 @@ def fixed_validation_windows(split: Split, trajectories: list[Trajectory], lengt
     picks = np.linspace(0, len(candidates) - 1, count).round().astype(int)
     offset = rng.integers(0, max(1, len(candidates) // count))
     return [candidates[min(len(candidates) - 1, p + offset)] for p in picks]
+
+
+def all_frames(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
+    """Frame indices of a split entry (None = every frame of the trajectory)."""
+    return np.arange(n_frames) if frames is None else np.asarray(frames)
+
+
+def common_timestep(trajectories: list[Trajectory], rollouts: bool) -> float:
+    """The trajectories' timestep; several are fine only when nothing is integrated (``rollouts`` False)."""
+    steps = {round(tr.timestep_fs, 9) for tr in trajectories}
+    if len(steps) > 1 and rollouts:
+        names = ", ".join(f"{tr.name}: {tr.timestep_fs} fs" for tr in trajectories)
+        raise ConfigError(f"rollouts (Dynamic Training at S > 1, validation windows of training.val_length > 1 "
+                          f"frames) need one timestep for all trajectories ({names})")
+    return float(trajectories[0].timestep_fs)
+
+
+@torch.no_grad()
+def center_reference_energies(model: torch.nn.Module, trajectories: list[Trajectory], neighbors: ReferenceNeighbors,
+                              frames: list[tuple[int, int]], device: torch.device, dtype: torch.dtype,
+                              n_frames: int = 256) -> None:
+    """Refit the reference energies to what the network leaves unexplained.
+
+    A fresh network adds an arbitrary offset (eV per atom) to the least-squares reference energies; the energy
+    term would spend many epochs removing it (and S > 1 has no energy term at all). A least-squares fit of the
+    residual on up to ``n_frames`` training frames (``(trajectory, frame)`` pairs) starts training from the right
+    energies. Models without reference energies are left as they are.
+    """
+    if not getattr(model, "has_reference", False):
+        return
+    picks = frames[:: max(1, len(frames) // n_frames)][:n_frames]
+    residuals, numbers = [], []
+    for first in range(0, len(picks), 64):
+        chunk = [Window(tr, f, 1) for tr, f in picks[first : first + 64]]
+        batch = collate_windows(trajectories, chunk, neighbors, device=device, dtype=dtype)
+        residuals.append((batch.energy[0] - model(batch.graph(0))).cpu().double().numpy())
+        numbers += [trajectories[w.traj].numbers for w in chunk]
+    shift = fit_reference_energies(numbers, np.concatenate(residuals), species=model.species)
+    current = model.reference.reference_energies()
+    model.set_reference_energies({z: current[z] + shift[z] for z in current})

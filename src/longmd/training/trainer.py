@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from longmd.analysis.rollout_test import ErrorSums, RolloutErrors, rollout_errors
+from longmd.analysis.rollout_test import RolloutErrors
 from longmd.atomic import atomic_torch_save, atomic_write_text
 from longmd.config import Config, ConfigError, config_from_dict, save_config
 from longmd.data.batching import collate_windows
@@ -42,17 +42,19 @@ from longmd.dynamics.neighbor_policy import GivenNeighbors
 from longmd.dynamics.propagator import Propagator, build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
-from longmd.models.base import EnergyModel, predict
+from longmd.models.base import EnergyModel
 from longmd.models.io import load_model, save_model
-from longmd.models.reference import fit_reference_energies, init_reference
+from longmd.models.reference import init_reference
 from longmd.models.stride import StridePredictor
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings, rollout_loss
 from longmd.training.run_log import RunLog, plot_learning_curve, summary_table
 from longmd.training.setup import (
+    all_frames,
     build_model,
-    fixed_validation_windows,
+    center_reference_energies,
+    common_timestep,
     load_data,
     make_split,
     resolve_device,
@@ -60,6 +62,7 @@ from longmd.training.setup import (
     validate_config,
 )
 from longmd.training.stages import Stage, resolve_stages, trainable_parameters
+from longmd.training.validation import Validation
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,7 +129,7 @@ class Trainer:
         train_frames = [
             (t, f)
             for t, frames in enumerate(self.split.frames("train"))
-            for f in _all(frames, len(self.trajectories[t]))
+            for f in all_frames(frames, len(self.trajectories[t]))
         ]
         if not train_frames:
             raise ConfigError("the split leaves no training frames")
@@ -137,7 +140,8 @@ class Trainer:
             [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
         )
         self.s_max = max(1 if s.training.mode == "conventional" else s.training.s_max for s in self.stages)
-        self.timestep_fs = self._common_timestep()
+        rollouts = self.s_max > 1 or (cfg.data.split != "frames" and t.val_length > 1)
+        self.timestep_fs = common_timestep(self.trajectories, rollouts)
         with distributed.local_main_first():  # one rank per node builds the cache, the others load it
             self.neighbors = ReferenceNeighbors.build(
                 self.trajectories, (self.model.cutoff or 0.0) + t.neighbor_skin, progress=t.progress and self.main
@@ -145,8 +149,7 @@ class Trainer:
         if self.checkpoint is None:
             self._center_energies(train_frames)
         self.train_frames = train_frames
-        self.val_windows = self._validation_windows()
-        self.val_species = sorted({int(z) for w in self.val_windows for z in self.trajectories[w.traj].numbers})
+        self.validation = Validation(cfg, self.split, self.trajectories, self.neighbors, self.device, self.dtype)
         self.sampler = torch.Generator().manual_seed(t.seed)
         self.epoch = 0
         self.stage_started = 0  # epoch at which the current stage began
@@ -157,50 +160,6 @@ class Trainer:
         self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0, write=self.main)
 
     # ----------------------------------------------------------------------------------------- set-up
-    @torch.no_grad()
-    def _center_energies(self, frames: list[tuple[int, int]], n_frames: int = 256) -> None:
-        """Refit the reference energies to what the untrained network leaves unexplained.
-
-        A fresh network adds an arbitrary offset (eV per atom) to the least-squares reference energies; the
-        energy term would spend many epochs removing it (and S > 1 has no energy term at all). A least-squares
-        fit of the residual on up to ``n_frames`` training frames starts training from the right energies.
-        """
-        if not getattr(self.model, "has_reference", False):
-            return
-        picks = frames[:: max(1, len(frames) // n_frames)][:n_frames]
-        residuals, numbers = [], []
-        for first in range(0, len(picks), 64):
-            chunk = [Window(tr, f, 1) for tr, f in picks[first : first + 64]]
-            batch = collate_windows(self.trajectories, chunk, self.neighbors, device=self.device, dtype=self.dtype)
-            residuals.append((batch.energy[0] - self.model(batch.graph(0))).cpu().double().numpy())
-            numbers += [self.trajectories[w.traj].numbers for w in chunk]
-        shift = fit_reference_energies(numbers, np.concatenate(residuals), species=self.model.species)
-        current = self.model.reference.reference_energies()
-        self.model.set_reference_energies({z: current[z] + shift[z] for z in current})
-
-    def _common_timestep(self) -> float:
-        """The trajectories' timestep; several are fine only when nothing is integrated (S = 1, frame validation)."""
-        steps = {round(tr.timestep_fs, 9) for tr in self.trajectories}
-        rollouts = self.s_max > 1 or (self.cfg.data.split != "frames" and self.cfg.training.val_length > 1)
-        if len(steps) > 1 and rollouts:
-            names = ", ".join(f"{tr.name}: {tr.timestep_fs} fs" for tr in self.trajectories)
-            raise ConfigError(f"rollouts (Dynamic Training at S > 1, validation windows of training.val_length > 1 "
-                              f"frames) need one timestep for all trajectories ({names})")
-        return float(self.trajectories[0].timestep_fs)
-
-    def _validation_windows(self) -> list[Window]:
-        t = self.t
-        if self.cfg.data.split == "frames":
-            frames = self.split.frames("val")
-            return [Window(tr, int(f), 1) for tr, fr in enumerate(frames) for f in _all(fr, len(self.trajectories[tr]))]
-        windows = fixed_validation_windows(self.split, self.trajectories, t.val_length, t.val_windows, t.seed)
-        if not windows:
-            raise ConfigError(
-                f"no validation window of {t.val_length} frames fits in the held-out data: "
-                "lower training.val_length or raise data.val_fraction"
-            )
-        return windows
-
     @property
     def stage(self) -> Stage:
         return self.stages[self.stage_index]
@@ -235,6 +194,13 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------- training
+    def _center_energies(self, frames: list[tuple[int, int]]) -> None:
+        center_reference_energies(self.model, self.trajectories, self.neighbors, frames, self.device, self.dtype)
+
+    def validate(self) -> RolloutErrors:
+        """Errors of the fixed validation windows (:class:`~longmd.training.validation.Validation`)."""
+        return self.validation(self.model, self.t)
+
     def train_windows(self, s: int) -> list[Window]:
         return self.split.windows("train", self.trajectories, s, stride=self.t.window_stride)
 
@@ -310,46 +276,13 @@ class Trainer:
         self.optimizer.step()
         return value
 
-    @torch.no_grad()
-    def _frame_sums(self, windows: list[Window]) -> ErrorSums:
-        """Single-frame validation (random frame split): force errors of held-out frames."""
-        sums = ErrorSums.zeros(1, len(self.val_species))
-        sums.n_windows = len(windows)
-        bs = self.cfg.training.val_batch_size
-        for i in range(0, len(windows), bs):
-            batch = collate_windows(self.trajectories, windows[i : i + bs], self.neighbors,
-                                    device=self.device, dtype=self.dtype)
-            with torch.enable_grad():
-                pred = predict(self.model, batch.graph(0)).forces.detach()
-            sums.add_forces(pred.cpu().double().numpy()[None], batch.forces[:1].cpu().double().numpy(),
-                            batch.numbers.cpu().numpy(), self.val_species)
-        return sums
-
-    def validate(self) -> RolloutErrors:
-        """MEPA of the fixed validation windows. Each rank scores its shard (every window exactly once);
-        the sums and counts are all-reduced before MEPA is formed, so every rank gets the same value."""
-        self.model.eval()
-        t = self.t
-        mine = distributed.shard(self.val_windows)
-        sums, failed_at = ErrorSums.zeros(self.val_windows[0].length, len(self.val_species)), []
-        if mine and self.cfg.data.split == "frames":
-            sums = self._frame_sums(mine)
-        elif mine:
-            local = rollout_errors(
-                self.model, self.trajectories, mine, batch_size=t.val_batch_size, species=self.val_species,
-                species_reduction=t.species_reduction, device=self.device, dtype=self.dtype,
-            )
-            sums, failed_at = local.sums, local.extra["failed_at_step"]
-        pooled = sums.from_vector(distributed.all_reduce_sum(sums.to_vector()))
-        failed_at = sorted(distributed.all_gather_list(failed_at))
-        return RolloutErrors.from_sums(self.val_species, pooled, t.species_reduction, {"failed_at_step": failed_at})
-
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
         self.log(self.model.summary() if hasattr(self.model, "summary") else str(self.model))
         self.log(
             f"data: {len(self.trajectories)} trajectories; split {self.split.method}; "
-            f"{len(self.val_windows)} validation windows of {self.val_windows[0].length} frames; device {self.device}"
+            f"{len(self.validation.windows)} validation windows of {self.validation.windows[0].length} frames; "
+            f"device {self.device}"
         )
         started = time.perf_counter()
         while True:
@@ -373,7 +306,7 @@ class Trainer:
                 # energies shift energies only (forces are unchanged), so refitting them keeps energies right.
                 self._center_energies(self.train_frames)
             errors = self.validate()
-            val = errors.mean_deviation if isinstance(self.model, StridePredictor) else errors.mean_mepa
+            val = self.validation.metric(self.model, errors)
             self.scheduler.step(val if math.isfinite(val) else math.inf)
             decision = self.curriculum.update(val, lr)
             record = {
@@ -492,11 +425,6 @@ class Trainer:
 
 def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks other than 0."""
-
-
-def _all(frames: np.ndarray | None, n_frames: int) -> np.ndarray:
-    """Frame indices of a split entry (None = every frame of the trajectory)."""
-    return np.arange(n_frames) if frames is None else np.asarray(frames)
 
 
 def train(cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None) -> TrainResult:
