@@ -75,6 +75,7 @@ def test_load_errors_name_the_file(tmp_path) -> None:
     path = save_model(_model(), tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)
     payload["state_dict"].pop("embedding.weight")
+    payload.pop("sha256")
     torch.save(payload, path)
     with pytest.raises(ValueError, match="cannot rebuild egnn"):
         load_model(path)
@@ -94,3 +95,22 @@ def test_a_foreign_torch_file_gives_one_line(tmp_path) -> None:
         load_model(tmp_path / "module.pt")
     message = str(info.value)
     assert message == f"{tmp_path / 'module.pt'}: not a longmd model file (it pickles torch.nn.modules.linear.Linear)"
+
+
+def test_flipped_bit_in_the_weights_is_refused_and_old_files_still_load(tmp_path) -> None:
+    model = _model()
+    path = save_model(model, tmp_path / "m.pt")
+    weight = model.state_dict()["embedding.weight"].detach().contiguous().numpy().tobytes()
+    raw = bytearray(path.read_bytes())
+    at = bytes(raw).find(weight)
+    assert at >= 0  # torch stores tensors uncompressed
+    raw[at + len(weight) // 2] ^= 0x10  # one bit of one weight
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"bad.pt: corrupt model file"):
+        load_model(bad)
+    payload = torch.load(path, weights_only=True)
+    payload.pop("sha256")  # a file written before checksums existed
+    torch.save(payload, tmp_path / "old.pt")
+    g = _graph(torch.float32)
+    assert torch.equal(predict(load_model(tmp_path / "old.pt"), g).energy, predict(model.eval(), g).energy)

@@ -6,6 +6,7 @@ map_location="cpu")`` reads it on any machine (with or without a GPU) and no pic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -50,26 +51,43 @@ def _model_dtype(model: EnergyModel) -> str:
     return "float32"
 
 
-def save_model(model: EnergyModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``{"class", "hyperparameters", "state_dict", "dtype", "format_version", "metadata"}`` atomically.
+def weights_checksum(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes (sorted by name): flipped bits change it."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
-    ``metadata`` (JSON-able, e.g. training provenance) is stored as a JSON string.
+
+def save_model(model: EnergyModel, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``{"class", "hyperparameters", "state_dict", "dtype", "format_version", "metadata", "sha256"}``
+    atomically.
+
+    ``metadata`` (JSON-able, e.g. training provenance) is stored as a JSON string; ``sha256`` is
+    :func:`weights_checksum` of the state dict, verified by :func:`read_model_file`.
     """
     path = Path(path)
     hyperparameters = model.hyperparameters()
+    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     payload = {
         "format_version": FORMAT_VERSION,
         "class": model_name(model),
         "hyperparameters": json.loads(json.dumps(hyperparameters)),  # fails early if not JSON-able
         "dtype": _model_dtype(model),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": state_dict,
         "metadata": json.dumps(metadata or {}),
+        "sha256": weights_checksum(state_dict),
     }
     return atomic_torch_save(payload, path)
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
-    """The raw payload of a saved model (``weights_only=True``), validated; errors name the file."""
+    """The raw payload of a saved model (``weights_only=True``), validated; errors name the file.
+
+    The weights' checksum is verified when the file has one (files written before it existed still load).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
@@ -86,6 +104,9 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a longmd model file (missing keys {missing})")
     if payload["class"] not in MODEL_CLASSES:
         raise ValueError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(MODEL_CLASSES)}")
+    if "sha256" in payload and weights_checksum(payload["state_dict"]) != payload["sha256"]:
+        raise ValueError(f"{path}: corrupt model file: the weights do not match the checksum stored when it was "
+                         "saved (damaged copy or disk?); use another copy")
     return payload
 
 
