@@ -80,8 +80,9 @@ def test_split_by_trajectory(trajectories, tmp_path: Path) -> None:
     split.save(path)
     again = Split.load(path)
     assert _frame_sets(again, lengths) == sets and again.method == "trajectory" and again.seed == 3
-    with pytest.raises(ValueError, match="split_time_blocks"):
+    with pytest.raises(ValueError, match="data.split=time_blocks") as err:  # config keys, not internal names
         split_by_trajectory(1, 0.2)
+    assert "split_time_blocks" not in str(err.value) and "data.test_fraction=0" in str(err.value)
 
 
 def test_split_time_blocks_hold_out_the_end(trajectories) -> None:

@@ -161,7 +161,8 @@ def split_by_trajectory(
     if n - n_val - n_test < 1:
         raise ValueError(
             f"{n} trajectories cannot hold out {n_val} for validation and {n_test} for test; "
-            "use split_time_blocks for few trajectories"
+            "with few trajectories set data.split=time_blocks (a block at the end of each trajectory is validated "
+            "on) and/or data.test_fraction=0, or lower data.val_fraction"
         )
     order = np.random.default_rng(seed).permutation(n)
     parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
