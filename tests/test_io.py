@@ -289,3 +289,40 @@ def test_read_structure_checks_the_frame(frames, tmp_path: Path) -> None:
         read_structure(path)
     with pytest.raises(DataError, match=r"nothere\.xyz: file not found"):
         read_structure(tmp_path / "nothere.xyz")
+
+
+def _renamed_keys(frames, energy: str, forces: str) -> list:
+    """Copies whose energy and forces are stored only under ``energy`` (info) and ``forces`` (arrays)."""
+    out = []
+    for f in frames:
+        c = f.copy()
+        c.info[energy] = f.calc.results["energy"]
+        c.arrays[forces] = f.calc.results["forces"].copy()
+        out.append(c)
+    return out
+
+
+def test_mace_ref_keys_are_read_when_the_default_keys_are_absent(frames, tmp_path: Path) -> None:
+    path = tmp_path / "mace.extxyz"
+    ase.io.write(path, _renamed_keys(frames[:4], "REF_energy", "REF_forces"))
+    with pytest.warns(UserWarning, match="reading MACE's 'REF_forces' instead"):
+        (traj,) = read_trajectories(path)
+    _assert_same(traj, frames_to_trajectory(frames[:4]), 1e-6)
+
+
+def test_missing_key_lists_what_the_file_holds_and_how_to_point_at_it(frames, tmp_path: Path, capsys) -> None:
+    from longmd.cli import main
+
+    path = tmp_path / "dft.extxyz"
+    ase.io.write(path, _renamed_keys(frames[:4], "dft_energy", "dft_forces"))
+    with pytest.raises(DataError) as info:
+        read_trajectories(path)
+    message = str(info.value)
+    assert "frame 0: key 'energy': missing" in message and "'dft_energy'" in message, message
+    assert "--energy-key" in message and "data.energy_key" in message
+    with pytest.raises(DataError, match=r"key 'forces': missing.*'dft_forces'.*--forces-key or data.forces_key"):
+        read_trajectories(path, energy_key="dft_energy")
+    assert main(["info", str(path)]) == 2
+    assert "'dft_energy'" in capsys.readouterr().err
+    assert main(["info", str(path), "--energy-key", "dft_energy", "--forces-key", "dft_forces"]) == 0
+    assert "1 trajectories, 4 frames" in capsys.readouterr().out

@@ -31,6 +31,17 @@ def _require_device(device: str | None) -> None:
         raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) available")
 
 
+def add_key_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """--energy-key, --forces-key, --traj-id-key (``defaults=False``: unset options stay None)."""
+    mace = "; MACE's REF_energy/REF_forces are read when the default key is absent"
+    p.add_argument("--energy-key", default="energy" if defaults else None,
+                   help=f"info/calculator key of the total energy (default: energy{mace})")
+    p.add_argument("--forces-key", default="forces" if defaults else None,
+                   help=f"array/calculator key of the forces (default: forces{mace})")
+    p.add_argument("--traj-id-key", default="traj_id" if defaults else None,
+                   help="info key splitting one file into trajectories (default: traj_id)")
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a potential (conventional or Dynamic Training) from a YAML config")
     p.add_argument("config", nargs="?",
@@ -151,9 +162,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, help="rollout starts run together (default 16)")
     p.add_argument("--dtype", choices=["float64", "float32", "model"], help="precision of all runs (float64)")
     p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
-    p.add_argument("--energy-key", help="info/calculator key of the total energy (default energy)")
-    p.add_argument("--forces-key", help="array/calculator key of the forces (default forces)")
-    p.add_argument("--traj-id-key", help="info key splitting one file into trajectories (default traj_id)")
+    add_key_options(p, defaults=False)
     p.add_argument("--ase-cutoff", type=float, help="Verlet-list cutoff for ASE calculators, Å (default 5)")
     p.add_argument("--paper-scale", action="store_true",
                    help="the DT paper's protocol: 300-step rollouts, 5 x 100 ps stability runs (hours on a CPU)")
@@ -202,6 +211,7 @@ def _add_info(sub) -> None:
     p = sub.add_parser("info", help="summarise a dataset")
     p.add_argument("data", nargs="+", help="trajectory files or example:NAME")
     p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
+    add_key_options(p)
     p.set_defaults(func=cmd_info)
 
 
@@ -212,7 +222,9 @@ def cmd_info(args) -> int:
     from longmd.examples import resolve
     from longmd.io.read import read_trajectories
 
-    trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=args.timestep_fs)
+    trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=args.timestep_fs,
+                                     energy_key=args.energy_key, forces_key=args.forces_key,
+                                     traj_id_key=args.traj_id_key)
     print(f"{len(trajectories)} trajectories, {sum(len(t) for t in trajectories)} frames")
     for tr in trajectories:
         formula = Atoms(numbers=tr.numbers).get_chemical_formula()

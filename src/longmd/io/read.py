@@ -159,6 +159,8 @@ def _build(
     first = frames[idx[0]]
     numbers, pbc, masses = first.numbers.copy(), first.pbc.copy(), first.get_masses()
     n = len(numbers)
+    energy_key = _resolve_key(file, idx[0], first, energy_key, "info")
+    forces_key = _resolve_key(file, idx[0], first, forces_key, "arrays")
     positions, cells, forces, energy, velocities = [], [], [], [], []
     for k in idx:
         atoms = frames[k]
@@ -172,8 +174,8 @@ def _build(
             raise _err(file, k, "masses", f"masses changed inside {name}")
         positions.append(_array(file, k, "positions", atoms.positions, (n, 3)))
         cells.append(_array(file, k, "cell", atoms.cell.array, (3, 3)))
-        forces.append(_array(file, k, forces_key, _lookup(atoms, forces_key, "arrays"), (n, 3)))
-        energy.append(_array(file, k, energy_key, _lookup(atoms, energy_key, "info"), ()))
+        forces.append(_array(file, k, forces_key, _required(file, k, atoms, forces_key, "arrays"), (n, 3)))
+        energy.append(_array(file, k, energy_key, _required(file, k, atoms, energy_key, "info"), ()))
         velocities.append(_velocities(file, k, atoms, velocities_key, masses, n))
     _all_or_none(file, idx, velocities, "momenta/" + velocities_key)
     dt = _timestep(file, frames, idx, timestep_fs)
@@ -200,6 +202,57 @@ def _lookup(atoms: Atoms, key: str, where: str) -> Any:
     if key in results:
         return results[key]
     return None
+
+
+#: Option and config key that point at each kind of key, for the error of a missing one.
+_KEY_OPTIONS = {"info": ("--energy-key", "data.energy_key"), "arrays": ("--forces-key", "data.forces_key")}
+_DEFAULT_KEYS = {"info": "energy", "arrays": "forces"}
+MACE_PREFIX = "REF_"  # mace_run_train's default keys: REF_energy, REF_forces, REF_stress
+
+
+def _candidates(atoms: Atoms, where: str) -> list[str]:
+    """Keys of a frame that could hold a total energy (``info``: scalars) or forces (``arrays``: (N, 3))."""
+    results = getattr(atoms.calc, "results", None) or {}
+    store = {**(atoms.info if where == "info" else atoms.arrays), **results}
+    shape = () if where == "info" else (len(atoms), 3)
+    keys = []
+    for key, value in store.items():
+        try:
+            if np.shape(value) == shape and np.asarray(value).dtype.kind == "f":
+                keys.append(key)
+        except (TypeError, ValueError):  # ragged or non-numeric values
+            continue
+    return sorted(set(keys) - {"positions", "momenta", "velocities", "timestep_fs", "time_fs"})
+
+
+def _missing(atoms: Atoms, key: str, where: str) -> str:
+    """The message of a missing energy (``where="info"``) or forces (``"arrays"``) key: what the frame holds
+    instead and how to point at it."""
+    flag, config_key = _KEY_OPTIONS[where]
+    held = _candidates(atoms, where)
+    found = f"this frame holds {', '.join(repr(k) for k in held)}" if held else "nothing that fits"
+    return (f"missing (not in info/arrays or calculator results); {found}; name the key with {flag} "
+            f"or {config_key} in a training config")
+
+
+def _required(file: str, frame: int, atoms: Atoms, key: str, where: str) -> Any:
+    value = _lookup(atoms, key, where)
+    if value is None:
+        raise _err(file, frame, key, _missing(atoms, key, where))
+    return value
+
+
+def _resolve_key(file: str, frame: int, atoms: Atoms, key: str, where: str) -> str:
+    """``key``, or MACE's ``REF_<key>`` when the default key is absent and that one is there (with a warning)."""
+    if _lookup(atoms, key, where) is not None:
+        return key
+    mace_key = MACE_PREFIX + key
+    if key == _DEFAULT_KEYS[where] and _lookup(atoms, mace_key, where) is not None:
+        flag, config_key = _KEY_OPTIONS[where]
+        warnings.warn(f"{file}: no {key!r}; reading MACE's {mace_key!r} instead ({flag} / {config_key} "
+                      "choose another key)", stacklevel=5)
+        return mace_key
+    raise _err(file, frame, key, _missing(atoms, key, where))
 
 
 def _array(file: str, frame: int | str, key: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
