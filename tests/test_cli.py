@@ -123,3 +123,30 @@ def test_info_takes_a_timestep(tmp_path, capsys) -> None:
     assert "no timestep in the file" in capsys.readouterr().err
     assert main(["info", str(path), "--timestep-fs", "0.5"]) == 0
     assert "2 frames x 0.5 fs" in capsys.readouterr().out
+
+
+def test_help_shows_every_default() -> None:
+    """Every option of every command says its default in --help (flags, required and repeatable ones aside)."""
+    import argparse
+
+    from longmd.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    silent = []
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if action.required or isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction,
+                                                       argparse._AppendAction)):
+                continue
+            if not action.option_strings and action.nargs not in ("?", "*"):
+                continue
+            text = formatter._expand_help(action) if action.help else ""
+            if "default" not in text and "overrides" not in text:
+                silent.append(f"{name} {action.option_strings or action.dest}: {text!r}")
+            elif action.default not in (None, False, []) and "default" in text:
+                assert str(action.default) in text or "default:" in text, (name, text)
+    assert not silent, silent
+    simulate_help = sub.choices["simulate"].format_help()
+    assert "(default: 1000)" in simulate_help and "(default: 0)" in simulate_help  # a zero default is shown too

@@ -229,3 +229,46 @@ def test_cli_simulate_end_to_end(tmp_path, capsys) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == ["ok", "ok"] and summary["steps"] == 6 and (out / "thermo.png").is_file()
     assert main(["simulate", str(tmp_path / "missing.pt"), str(tmp_path / "init.extxyz")]) == 2
+
+
+def _read_first_frames(out: Path, replicas: int) -> list[Atoms]:
+    return [ase.io.read(out / f"traj_{r:03d}.extxyz", 0) for r in range(replicas)]
+
+
+def test_cli_takes_timestep_frame_and_fresh_velocities_from_the_structure(tmp_path, capsys) -> None:
+    """The file's timestep_fs is used (--timestep-fs overrides), FILE@0 picks a frame, and
+    --init-velocities maxwell-boltzmann gives every replica its own seeded momenta at the temperature."""
+    save_model(model(), tmp_path / "lj.pt")
+    frames = [cluster(30.0, seed=k) for k in range(3)]
+    for k, f in enumerate(frames):
+        f.positions += 0.01 * k
+        f.info["timestep_fs"] = 1.0
+    init = tmp_path / "init.extxyz"
+    ase.io.write(init, frames)
+    common = ["--steps", "2", "--replicas", "4", "--traj-every", "1", "--no-progress", "--temperature-K", "300"]
+
+    def run(out: str, *extra: str) -> tuple[dict, list[Atoms]]:
+        assert main(["simulate", str(tmp_path / "lj.pt"), *extra, *common, "--out", str(tmp_path / out)]) == 0
+        return json.loads((tmp_path / out / "summary.json").read_text()), _read_first_frames(tmp_path / out, 4)
+
+    summary, kept = run("keep", f"{init}@0")
+    assert summary["timestep_fs"] == 1.0 and "timestep 1 fs (timestep_fs of" in capsys.readouterr().out
+    for atoms in kept:  # the default keeps the structure's momenta: four identical starts from frame 0
+        np.testing.assert_allclose(atoms.positions, frames[0].positions, atol=1e-6)
+        np.testing.assert_allclose(atoms.get_momenta(), frames[0].get_momenta(), atol=1e-6)
+
+    summary, fresh = run("fresh", f"{init}@0", "--init-velocities", "maxwell-boltzmann", "--timestep-fs", "2")
+    assert summary["timestep_fs"] == 2.0 and "overriding timestep_fs=1.0" in capsys.readouterr().out
+    momenta = np.array([a.get_momenta() for a in fresh])
+    for r in range(4):
+        assert not np.allclose(momenta[r], frames[0].get_momenta(), atol=1e-3)
+        assert all(not np.allclose(momenta[r], momenta[q], atol=1e-3) for q in range(r))
+        np.testing.assert_allclose(momenta[r].sum(0), 0.0, atol=1e-6)  # no centre-of-mass drift
+    masses = fresh[0].get_masses()[None, :, None]
+    temperature = (momenta**2 / masses).sum() / (3 * momenta.shape[1] - 3) / 4 / 8.617333e-5
+    assert 200 < temperature < 400  # 4 x 36 degrees of freedom at 300 K: a spread of about 12 %
+    _, again = run("again", f"{init}@0", "--init-velocities", "maxwell-boltzmann")
+    np.testing.assert_allclose(np.array([a.get_momenta() for a in again]), momenta, atol=1e-6)  # seeded
+
+    assert main(["simulate", str(tmp_path / "lj.pt"), f"{init}@:2", "--out", str(tmp_path / "bad")]) == 2
+    assert "index ':2' selects several frames; a structure needs one" in capsys.readouterr().err

@@ -9,6 +9,23 @@ import argparse
 import sys
 from pathlib import Path
 
+DEFAULT_TIMESTEP_FS = 0.5  # simulate's timestep when neither --timestep-fs nor the structure gives one
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to every option whose help does not already say its default (like
+    ``argparse.ArgumentDefaultsHelpFormatter``, without "(default: None)" for options whose default is
+    described in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == []
+        if "default" in text or unset or action.default == argparse.SUPPRESS or action.required:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
 
 def _device(text: str) -> str:
     """argparse type of --device: cpu, cuda or cuda:N."""
@@ -76,26 +93,35 @@ def _add_simulate(sub) -> None:
                        description="Batched MD of R replicas of a structure; writes OUT/thermo.csv, "
                        "traj_XXX.extxyz/.traj, thermo.png and summary.json (docs/dynamics.md).")
     p.add_argument("model", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value")
-    p.add_argument("init", help="initial structure: any ase.io file (last frame used) or example:NAME")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--timestep-fs", type=float, default=0.5)
-    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve")
+    p.add_argument("init", help="initial structure: any ase.io file or example:NAME; the last frame unless "
+                   "ASE's FILE@INDEX picks one (FILE@0: the first)")
+    p.add_argument("--steps", type=int, default=1000, help="MD steps")
+    p.add_argument("--timestep-fs", type=float, default=None,
+                   help="MD timestep, fs (default: the structure's info['timestep_fs'] when it has one, else "
+                   f"{DEFAULT_TIMESTEP_FS})")
+    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve", help="ensemble")
     p.add_argument("--temperature-K", type=float, default=None,
-                   help="thermostat target; also draws Maxwell-Boltzmann velocities when the structure has none")
+                   help="thermostat target and temperature of drawn velocities (default: none; needed by "
+                   "langevin, svr and --init-velocities maxwell-boltzmann)")
+    p.add_argument("--init-velocities", choices=["auto", "maxwell-boltzmann", "given"], default="auto",
+                   help="auto: keep the structure's momenta (every replica starts identically) and draw "
+                   "Maxwell-Boltzmann momenta at --temperature-K only for a structure without any; "
+                   "maxwell-boltzmann: draw fresh, independent momenta for each replica (seeded by --seed, zero "
+                   "total momentum); given: never draw (default: auto)")
     p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction, 1/fs")
     p.add_argument("--tau-fs", type=float, default=100.0, help="SVR relaxation time, fs")
     p.add_argument("--replicas", type=int, default=1, help="copies of the structure run together")
     p.add_argument("--log-every", type=int, default=10, help="steps between thermo rows")
     p.add_argument("--traj-every", type=int, default=10, help="steps between trajectory frames")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", type=_device, default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initial velocities and thermostat noise")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="precision (default: the model's)")
     p.add_argument("--skin", type=float, default=1.0, help="Verlet-list skin, Å")
     p.add_argument("--min-distance", type=float, default=0.5, help="blow-up: atoms closer than this, Å")
     p.add_argument("--max-temperature-K", type=float, default=None,
                    help="blow-up: temperature above this (default 10x --temperature-K, or 5000 K)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="runs/simulate")
+    p.add_argument("--out", default="runs/simulate", help="output folder")
     p.add_argument("--checkpoint-every", type=int, default=1000,
                    help="steps between checkpoints in OUT (one is always written at the end; 0 = only that one)")
     p.add_argument("--resume", action="store_true",
@@ -103,19 +129,41 @@ def _add_simulate(sub) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
+def simulation_timestep(atoms, given: float | None, source: str) -> float:
+    """--timestep-fs if given, else the structure's ``info['timestep_fs']``, else the default; printed."""
+    import math
+
+    stored = atoms.info.get("timestep_fs")
+    if given is not None:
+        dt, why = given, "--timestep-fs"
+        if stored is not None and not math.isclose(float(stored), given):
+            why += f", overriding timestep_fs={stored} of {source}"
+    elif stored is not None:
+        dt, why = float(stored), f"timestep_fs of {source}; --timestep-fs overrides"
+    else:
+        dt, why = DEFAULT_TIMESTEP_FS, f"default; {source} carries no timestep_fs"
+    if not (math.isfinite(dt) and dt > 0):
+        raise ValueError(f"timestep must be a positive number of fs, got {dt} ({why})")
+    print(f"timestep {dt:g} fs ({why})")
+    return dt
+
+
 def cmd_simulate(args) -> int:
     import torch
 
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
-    from longmd.io.read import read_structure
+    from longmd.io.read import read_structure, split_index
     from longmd.models.io import open_model
 
     _require_device(args.device)
-    atoms = read_structure(resolve(args.init))
+    path, index = split_index(args.init)
+    atoms = read_structure(resolve(path), -1 if index is None else index)
+    timestep_fs = simulation_timestep(atoms, args.timestep_fs, args.init)
     model = open_model(args.model, device=args.device)
     result = simulate(
-        model, atoms, steps=args.steps, timestep_fs=args.timestep_fs, ensemble=args.ensemble,
+        model, atoms, steps=args.steps, timestep_fs=timestep_fs, ensemble=args.ensemble,
+        init_velocities=args.init_velocities,
         temperature_K=args.temperature_K, friction_per_fs=args.friction_per_fs, tau_fs=args.tau_fs,
         replicas=args.replicas, out_dir=args.out, log_every=args.log_every, traj_every=args.traj_every,
         seed=args.seed, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None,
@@ -137,8 +185,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="longmd model file, 'mace:PATH' or ASE calculator 'ase:module:Class?key=value' (repeatable)")
     p.add_argument("--name", action="append", help="label of each --model, in order")
-    p.add_argument("--split", help="split.json of a training run: evaluate on its test trajectories (else all data)")
-    p.add_argument("--out", default="runs/evaluate")
+    p.add_argument("--split",
+                   help="split.json of a training run: evaluate on its test trajectories (default: all data)")
+    p.add_argument("--out", default="runs/evaluate", help="output folder")
     p.add_argument("--parts", default=None,
                    help="comma-separated: rollout,frames,stability,jaccard,transport,drift,speed or all "
                    "(default: all but transport)")
@@ -146,22 +195,24 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--starts", type=int, help="rollout starts (default: one per test trajectory)")
     p.add_argument("--long-steps", type=int, help="steps of each long stability run (default 1000)")
     p.add_argument("--long-runs", type=int, help="number of long stability runs (default 2)")
-    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], help="ensemble of the stability runs (nve)")
+    p.add_argument("--ensemble", choices=["nve", "langevin", "svr"],
+                   help="ensemble of the stability runs (default: nve)")
     p.add_argument("--temperature-K", type=float, help="thermostat target (default: the reference's mean)")
     p.add_argument("--record-every", type=int, help="steps between recorded frames of long runs (default 10)")
     p.add_argument("--track", action="append", metavar="I,J[,THRESHOLD_A]",
                    help="atom pair whose distance is followed; events = distance above the threshold (repeatable; "
                    "default: automatic, e.g. H-H and the most elongating Pd-Pd pair)")
     p.add_argument("--frames", type=int, help="held-out frames for single-frame errors (default 100, 0 = all)")
-    p.add_argument("--temperatures", help="transport: comma-separated temperatures, K")
-    p.add_argument("--msd-species", help="transport: diffusing species (symbol or Z)")
+    p.add_argument("--temperatures", help="transport: comma-separated temperatures, K (default: the reference's)")
+    p.add_argument("--msd-species", help="transport: diffusing species (symbol or Z; default: the lightest)")
     p.add_argument("--transport-steps", type=int, help="transport: steps per run (default 2000)")
-    p.add_argument("--drift-steps", type=int, help="NVE drift run when the stability runs are not NVE")
+    p.add_argument("--drift-steps", type=int, help="NVE drift run when the stability runs are not NVE (default 1000)")
     p.add_argument("--speed-steps", type=int, help="timed steps per model (default 50)")
     p.add_argument("--speed-replicas", type=int, help="replicas simulated together in the speed test (default 1)")
     p.add_argument("--batch-size", type=int, help="rollout starts run together (default 16)")
-    p.add_argument("--dtype", choices=["float64", "float32", "model"], help="precision of all runs (float64)")
-    p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
+    p.add_argument("--dtype", choices=["float64", "float32", "model"], help="precision of all runs (default: float64)")
+    p.add_argument("--timestep-fs", type=float,
+                   help="timestep of the data if the files do not carry it (default: none, the files' own)")
     add_key_options(p, defaults=False)
     p.add_argument("--ase-cutoff", type=float, help="Verlet-list cutoff for ASE calculators, Å (default 5)")
     p.add_argument("--paper-scale", action="store_true",
@@ -187,10 +238,10 @@ def _add_datagen(sub) -> None:
     p = sub.add_parser("datagen", help="generate reference data (needs `pip install longmd[datagen]`)")
     p.add_argument("name", choices=["h2-pd6-graphene"])
     p.add_argument("out", help="output folder (resumes if it holds an interrupted run)")
-    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--trajectories", type=int, default=16, help="NVE trajectories")
     p.add_argument("--frames", type=int, default=600, help="stored frames per trajectory")
     p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
-    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--seed", type=int, default=2026, help="seed of the incidence conditions")
     p.set_defaults(func=cmd_datagen)
 
 
@@ -210,7 +261,8 @@ def cmd_datagen(args) -> int:
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="summarise a dataset")
     p.add_argument("data", nargs="+", help="trajectory files or example:NAME")
-    p.add_argument("--timestep-fs", type=float, help="timestep of the data if the files do not carry it")
+    p.add_argument("--timestep-fs", type=float,
+                   help="timestep of the data if the files do not carry it (default: none, the files' own)")
     add_key_options(p)
     p.set_defaults(func=cmd_info)
 
@@ -247,9 +299,9 @@ def cmd_config(args) -> int:
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="train a small EGNN with DT on the embedded example, then evaluate it")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="output folder (training run and evaluation)")
     p.add_argument("--config", default=None, help="training config (default: the packaged demo config)")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=cmd_demo)
 
 
@@ -259,12 +311,16 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out), config=args.config, resume=args.resume)
 
 
+def _subparser(**kwargs) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(formatter_class=_DefaultsFormatter, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="longmd", description=__doc__.splitlines()[0])
     from longmd import __version__
 
     parser.add_argument("--version", action="version", version=f"longmd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
     for add in (_add_train, _add_simulate, _add_evaluate, _add_datagen, _add_demo, _add_info, _add_config):
         add(sub)
     return parser

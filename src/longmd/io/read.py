@@ -110,10 +110,30 @@ def _read_checked(path: Path, index: Any) -> Atoms | list[Atoms]:
         raise _err(file, None, None, f"cannot read ({type(exc).__name__}: {exc})") from exc
 
 
-def read_structure(path: PathLike, index: int = -1) -> Atoms:
+def split_index(spec: PathLike) -> tuple[str, int | slice | None]:
+    """ASE's ``FILE@INDEX`` syntax (``run.extxyz@-1``, ``@0``, ``@:5``) -> ``(FILE, index)``; ``(spec, None)``
+    when ``spec`` has no ``@INDEX`` (or is an existing file whose name contains ``@``)."""
+    text = str(spec)
+    path, at, index = text.rpartition("@")
+    if not at or not path or Path(text).exists():
+        return text, None
+    try:
+        parsed = ase.io.formats.string2index(index)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, (int, slice)):
+        raise _err(path, None, None, f"index {index!r} after '@' is not an integer or a slice")
+    return path, parsed
+
+
+def read_structure(path: PathLike, index: int | slice = -1) -> Atoms:
     """One frame (default: the last) of a structure file, e.g. the start of an MD run, checked: a
-    :class:`DataError` names the file and frame when it cannot be read or holds non-finite positions,
-    cell or momenta."""
+    :class:`DataError` names the file and frame when it cannot be read, ``index`` does not select exactly one
+    frame, or the frame holds non-finite positions, cell or momenta."""
+    if isinstance(index, slice):
+        text = ":".join("" if v is None else str(v) for v in (index.start, index.stop, index.step)).rstrip(":")
+        raise _err(str(path), None, None, f"index {text or ':'!r} selects several frames; a structure needs one "
+                   "(e.g. FILE@-1 for the last, FILE@0 for the first)")
     atoms = _read_checked(Path(path), index)
     if not isinstance(atoms, Atoms):
         raise _err(str(path), None, None, f"index {index!r} does not select one frame")
