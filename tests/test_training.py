@@ -143,3 +143,21 @@ def test_mixed_timesteps_train_single_frames_and_refuse_rollouts(tmp_path) -> No
     assert Trainer(single, log=lambda *_: None).run().records
     with pytest.raises(ConfigError, match=r"need one timestep for all trajectories \(.*2.0 fs.*1.0 fs"):
         Trainer(_config(data, tmp_path / "dt", "training.s_max=3"), log=lambda *_: None)
+
+
+def test_given_reference_energies_are_saved_exactly_and_average_is_the_fit(emt_data, tmp_path) -> None:
+    """model.e0s: {symbol or Z: eV} fixes the reference energies (through S > 1 epochs, into best.pt);
+    average keeps the least-squares fit over the training frames."""
+    given = Trainer(_config(emt_data, tmp_path / "given", "model.e0s={Cu: -3.5, 79: -0.25}", "training.s_max=2",
+                            "training.max_epochs_per_s=1"), log=lambda *_: None)
+    given.run()
+    assert load_model(tmp_path / "given" / "best.pt").reference.reference_energies() == {29: -3.5, 79: -0.25}
+    fitted = Trainer(_config(emt_data, tmp_path / "avg", "training.max_epochs=1"), log=lambda *_: None)
+    assert fitted.cfg.model.e0s == "average"  # the default: the least-squares fit, then centred on the network
+    assert fitted.model.reference.reference_energies() != fitted.reference["reference_energies"]
+    with pytest.raises(ConfigError, match=r"model.e0s: no energy for Z = \[79\]"):
+        Trainer(_config(emt_data, tmp_path / "bad", "model.e0s={Cu: -3.5}"), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="model.e0s: 'Qq' is not an element"):
+        Trainer(_config(emt_data, tmp_path / "bad2", "model.e0s={Qq: 1.0}"), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="model.e0s: expected average"):
+        Trainer(_config(emt_data, tmp_path / "bad3", "model.e0s=mean"), log=lambda *_: None)

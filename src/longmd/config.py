@@ -50,6 +50,9 @@ class ModelConfig:
                          "mace: small | medium | large (16, 64, 128 channels)")
     options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, cutoff: 5.0}, "
                            "mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
+    e0s: str | dict = option("average", "reference energies per species (eV): average (least squares over the "
+                             "training frames, refitted as training goes: MACE's --E0s average) | {Z or symbol: "
+                             "eV} for every species, kept fixed, e.g. {H: -1.1, 46: -1.5}")
 
 
 @dataclass

@@ -50,6 +50,32 @@ def fit_reference_energies(
     return {z: float(solution[column[z]]) if z in column else 0.0 for z in wanted}
 
 
+def parse_reference_energies(spec: str | Mapping, species: Iterable[int]) -> dict[int, float] | None:
+    """``model.e0s`` of a config: ``None`` for ``"average"`` (fit them), else ``{Z: eV}`` from a mapping of atomic
+    numbers or symbols to energies, which must give every one of ``species`` (a ``ValueError`` says what is wrong)."""
+    from ase.data import atomic_numbers
+
+    if isinstance(spec, str):
+        if spec != "average":
+            raise ValueError(f"model.e0s: expected average or {{Z or symbol: eV}}, got {spec!r}")
+        return None
+    out: dict[int, float] = {}
+    for key, value in spec.items():
+        z = atomic_numbers.get(key) if isinstance(key, str) and not key.isdigit() else int(key)
+        if z is None or not 1 <= z <= MAX_Z:
+            raise ValueError(f"model.e0s: {key!r} is not an element symbol or atomic number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"model.e0s: {key}: expected a finite energy in eV, got {value!r}")
+        if z in out:
+            raise ValueError(f"model.e0s: element {key!r} given twice")
+        out[z] = float(value)
+    wanted = sorted({int(z) for z in species})
+    missing = [z for z in wanted if z not in out]
+    if missing:
+        raise ValueError(f"model.e0s: no energy for Z = {missing} (the data holds species {wanted})")
+    return {z: out[z] for z in wanted}
+
+
 def force_rms(forces_list: Iterable[np.ndarray | Tensor]) -> float:
     """RMS of all force components (eV/Å) over the training frames: the natural scale of a model."""
     total, count = 0.0, 0
@@ -132,8 +158,10 @@ def init_reference(
     numbers_list: Sequence[Sequence[int] | np.ndarray],
     energies: Sequence[float] | np.ndarray | None = None,
     forces_list: Iterable[np.ndarray | Tensor] | None = None,
+    given: Mapping[int, float] | None = None,
 ) -> dict[str, object]:
-    """Fit and set a model's reference energies (if ``energies``) and scale (if ``forces_list``).
+    """Fit and set a model's reference energies (if ``energies``; ``given`` ones instead of a fit) and scale
+    (if ``forces_list``).
 
     Works on any :class:`~longmd.models.base.EnergyModel` with ``has_reference``; others are left as they
     are. Returns what was set: ``{"reference_energies": {Z: eV}, "scale": eV/Å}``.
@@ -141,7 +169,11 @@ def init_reference(
     if not getattr(model, "has_reference", False):
         return {}
     out: dict[str, object] = {}
-    if energies is not None:
+    if given is not None:
+        ref = {int(z): float(e) for z, e in given.items()}
+        model.set_reference_energies(ref)
+        out["reference_energies"] = ref
+    elif energies is not None:
         ref = fit_reference_energies(numbers_list, energies, species=model.species)
         model.set_reference_energies(ref)
         out["reference_energies"] = ref

@@ -19,7 +19,7 @@ from longmd.io.read import read_trajectories
 from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 from longmd.models.mace import MACEModel
-from longmd.models.reference import fit_reference_energies
+from longmd.models.reference import fit_reference_energies, parse_reference_energies
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,6 +50,7 @@ def validate_config(cfg: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {value!r}")
     _check_gradient_mode(t.rollout_gradient)
+    reference_energies(cfg, [])  # symbols and values; which species need one is checked against the data
     if t.mode == "dynamic" and cfg.data.split == "frames" and t.s_max > 1:
         raise ConfigError("data.split=frames shuffles frames and cannot feed rollouts: use trajectory or time_blocks")
 
@@ -87,6 +88,14 @@ def build_model(cfg: Config, species: list[int]) -> EnergyModel:
         return ARCHITECTURES[cfg.model.name].from_preset(cfg.model.preset, species, **cfg.model.options)
     except ImportError as exc:
         raise ConfigError(f"model.name: mace needs mace-torch (pip install 'longmd[mace]'): {exc}") from exc
+
+
+def reference_energies(cfg: Config, species: list[int]) -> dict[int, float] | None:
+    """``model.e0s`` as ``{Z: eV}`` for ``species``, or None for ``average`` (fit on the training frames)."""
+    try:
+        return parse_reference_energies(cfg.model.e0s, species)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:

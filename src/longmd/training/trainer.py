@@ -57,6 +57,7 @@ from longmd.training.setup import (
     common_timestep,
     load_data,
     make_split,
+    reference_energies,
     resolve_device,
     resume_config,
     validate_config,
@@ -138,6 +139,7 @@ class Trainer:
             [self.trajectories[t].numbers for t, _ in train_frames],
             np.array([self.trajectories[t].energy[f] for t, f in train_frames]),
             [self.trajectories[t].forces[f] for t, f in train_frames[:: max(1, len(train_frames) // 2000)]],
+            given=reference_energies(cfg, species),
         )
         self.s_max = max(1 if s.training.mode == "conventional" else s.training.s_max for s in self.stages)
         rollouts = self.s_max > 1 or (cfg.data.split != "frames" and t.val_length > 1)
@@ -195,7 +197,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- training
     def _center_energies(self, frames: list[tuple[int, int]]) -> None:
-        center_reference_energies(self.model, self.trajectories, self.neighbors, frames, self.device, self.dtype)
+        if self.cfg.model.e0s == "average":  # given reference energies (model.e0s) stay exactly as given
+            center_reference_energies(self.model, self.trajectories, self.neighbors, frames, self.device, self.dtype)
 
     def validate(self) -> RolloutErrors:
         """Errors of the fixed validation windows (:class:`~longmd.training.validation.Validation`)."""
