@@ -65,6 +65,7 @@ def test_traj_id_splits_file_and_keeps_order(frames, tmp_path: Path) -> None:
         f.info["traj_id"] = "a"
     for k, f in enumerate(b):
         f.info.update(traj_id=7, time_fs=2.0 * k)
+        f.set_momenta(-f.get_momenta())  # the time-reversed run
     mixed = [a[0], b[0], b[1], a[1], a[2], b[2], a[3], a[4], b[3], b[4], a[5]]
     path = tmp_path / "mixed.extxyz"
     ase.io.write(path, mixed)
@@ -305,8 +306,10 @@ def _renamed_keys(frames, energy: str, forces: str) -> list:
 def test_mace_ref_keys_are_read_when_the_default_keys_are_absent(frames, tmp_path: Path) -> None:
     path = tmp_path / "mace.extxyz"
     ase.io.write(path, _renamed_keys(frames[:4], "REF_energy", "REF_forces"))
-    with pytest.warns(UserWarning, match="reading MACE's 'REF_forces' instead"):
+    with pytest.warns(UserWarning, match="reading MACE's 'REF_") as record:
         (traj,) = read_trajectories(path)
+    assert [any(f"'{key}' instead" in str(w.message) for w in record) for key in ("REF_energy", "REF_forces")] == [
+        True, True]
     _assert_same(traj, frames_to_trajectory(frames[:4]), 1e-6)
 
 
@@ -326,3 +329,42 @@ def test_missing_key_lists_what_the_file_holds_and_how_to_point_at_it(frames, tm
     assert "'dft_energy'" in capsys.readouterr().err
     assert main(["info", str(path), "--energy-key", "dft_energy", "--forces-key", "dft_forces"]) == 0
     assert "1 trajectories, 4 frames" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def example_run() -> list:
+    """The first 200 frames (0.5 fs) of the embedded example's trajectory 0, without 'step' and 'traj_id'."""
+    from longmd.examples import resolve
+
+    frames = [f for f in read_frames(resolve("example:h2_pd6_graphene"), index=":200") if f.info["traj_id"] == 0]
+    for f in frames:
+        del f.info["step"], f.info["traj_id"]
+    return frames
+
+
+def test_dropped_frames_and_wrong_timesteps_are_caught(example_run, tmp_path: Path, capsys) -> None:
+    """Positions must follow from the previous frame by the velocities (trapezoid rule, unwrapped through the
+    periodic cell): real AIMD at 0.5 and 2 fs passes; a dropped frame or a timestep off by 2x does not."""
+    from longmd.cli import main
+
+    def write(name: str, frames: list, dt: float | None) -> Path:
+        path = tmp_path / name
+        for f in frames:
+            f.info.pop("timestep_fs", None)
+            if dt is not None:
+                f.info["timestep_fs"] = dt
+        ase.io.write(path, frames)
+        return path
+
+    read_trajectories(write("every.extxyz", _copy(example_run), 0.5))
+    read_trajectories(write("2fs.extxyz", _copy(example_run[::4]), 2.0))
+    dropped = [f for k, f in enumerate(_copy(example_run)) if k != 120]
+    with pytest.raises(DataError, match=r"dropped.extxyz: frame 120: key 'positions': do not follow from frame 119"):
+        read_trajectories(write("dropped.extxyz", dropped, 0.5))
+    nodt = write("nodt.extxyz", _copy(example_run), None)
+    assert main(["info", str(nodt), "--timestep-fs", "0.5"]) == 0
+    capsys.readouterr()
+    for wrong in ("1.0", "0.25"):
+        assert main(["info", str(nodt), "--timestep-fs", wrong]) == 2
+        err = capsys.readouterr().err
+        assert "nodt.extxyz: frame 1: key 'positions'" in err and "wrong timestep" in err, err
