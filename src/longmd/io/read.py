@@ -22,6 +22,7 @@ import numpy as np
 from ase import Atoms
 
 from longmd.data.trajectory import Trajectory, unwrap_positions
+from longmd.io.consistency import CONSISTENCY_TOLERANCE, first_inconsistent
 from longmd.units import fs_to_ase_time
 
 PathLike = str | os.PathLike
@@ -207,8 +208,14 @@ def _build(
         vel = finite_difference_velocities(pos, cell, pbc, dt)
     else:
         vel = np.stack(velocities)
-        if _info_series(file, frames, idx, "step") is None:  # with steps, _timestep finds dropped frames
-            _check_consecutive(file, idx, pos, cell, pbc, vel, dt)
+        has_steps = _info_series(file, frames, idx, "step") is not None  # then _timestep finds dropped frames
+        bad = None if has_steps else first_inconsistent(pos, cell, pbc, vel, dt)
+        if bad is not None:
+            k, mismatch = bad
+            raise _err(file, idx[k], "positions", (
+                f"do not follow from frame {idx[k - 1]} by its velocities in timestep_fs={dt:g} (mismatch "
+                f"{mismatch:.2f} of the displacement, at most {CONSISTENCY_TOLERANCE} expected): a frame dropped "
+                "between them, or a wrong timestep (the file's timestep_fs, --timestep-fs or data.timestep_fs)"))
     try:
         return Trajectory(name, numbers, masses, pos, cell, pbc, np.stack(forces), np.array(energy), vel, dt)
     except ValueError as exc:
@@ -360,41 +367,6 @@ def _timestep(file: str, frames: list[Atoms], idx: list[int], timestep_fs: float
                 f"non-uniform steps: {step[b]:g} -> {step[b + 1]:g}, expected a stride of {diffs[0]:g}",
             )
     return dt
-
-
-#: Largest mismatch (RMS over atoms, relative to dt * mean velocity) of consecutive frames. The embedded
-#: example reaches 0.03 at its 0.5 fs and 0.22 subsampled to 2 fs; a dropped frame gives ~1, a timestep off
-#: by a factor of 2 gives 0.5 (too long) or 1 (too short).
-CONSISTENCY_TOLERANCE = 0.35
-
-
-def frame_mismatch(
-    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, velocities: np.ndarray, timestep_fs: float
-) -> np.ndarray:
-    """(T-1,) mismatch of consecutive frames with their velocities: RMS over atoms of
-    ``x(t+dt) - x(t) - dt (v(t) + v(t+dt)) / 2`` (trapezoid, error O(dt^3); unwrapped positions) divided by the
-    RMS of ``dt (v(t) + v(t+dt)) / 2`` (at least 1e-6 Å)."""
-    x = unwrap_positions(positions, cell, pbc)
-    mid = fs_to_ase_time(timestep_fs) * (velocities[1:] + velocities[:-1]) / 2
-    residual = np.diff(x, axis=0) - mid
-    scale = np.maximum(np.sqrt((mid**2).mean((1, 2))), 1e-6)
-    return np.sqrt((residual**2).mean((1, 2))) / scale
-
-
-def _check_consecutive(file: str, idx: list[int], positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray,
-                       velocities: np.ndarray, timestep_fs: float) -> None:
-    """A :class:`DataError` at the first frame that its predecessor's positions and velocities do not reach in
-    ``timestep_fs`` (a dropped frame, or a wrong timestep)."""
-    if len(idx) < 2:
-        return
-    mismatch = frame_mismatch(positions, cell, pbc, velocities, timestep_fs)
-    bad = np.flatnonzero(mismatch > CONSISTENCY_TOLERANCE)
-    if bad.size:
-        b = bad[0]
-        raise _err(file, idx[b + 1], "positions", (
-            f"do not follow from frame {idx[b]} by its velocities in timestep_fs={timestep_fs:g} (mismatch "
-            f"{mismatch[b]:.2f} of the displacement, at most {CONSISTENCY_TOLERANCE} expected): a frame dropped "
-            "between them, or a wrong timestep (the file's timestep_fs, --timestep-fs or data.timestep_fs)"))
 
 
 def finite_difference_velocities(
