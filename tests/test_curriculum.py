@@ -62,3 +62,14 @@ def test_state_round_trip() -> None:
     other = Curriculum(s_max=4, patience=3, min_lr=1e-6)
     other.load_state_dict(cur.state_dict())
     assert other == cur
+
+
+def test_each_stop_names_its_reason() -> None:
+    capped = Curriculum(s_max=2, patience=5, min_lr=1e-5, max_epochs_per_s=2)
+    assert capped.update(1.0, 1e-3).reason == ""
+    decision = capped.update(0.9, 1e-3)
+    assert decision.advance and decision.reason == "max_epochs_per_s=2 reached"
+    floor = Curriculum(s_max=1, patience=1, min_lr=1e-5, max_epochs_per_s=10)
+    floor.update(1.0, 1e-5)
+    decision = floor.update(1.0, 1e-5)  # no improvement at the floor: patience spent, the cap is not reached
+    assert decision.finished and "patience=1" in decision.reason and "lr floor" in decision.reason

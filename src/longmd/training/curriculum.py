@@ -21,6 +21,7 @@ class Decision:
     improved: bool  # best validation metric of this S so far: save ``best_S{S}``
     advance: bool  # this S converged and S < s_max: S += 1, reset the learning rate
     finished: bool  # s_max converged: stop
+    reason: str = ""  # why this S stopped (advance or finished): which of the two stops applied
 
 
 @dataclass
@@ -49,14 +50,17 @@ class Curriculum:
         elif lr <= self.min_lr * (1 + 1e-9):
             self.stale_at_floor += 1
         capped = self.max_epochs_per_s is not None and self.epochs_in_s >= self.max_epochs_per_s
-        converged = self.stale_at_floor >= self.patience or capped
-        if not converged:
+        if self.stale_at_floor >= self.patience:
+            reason = f"no improvement for patience={self.patience} epochs at the lr floor min_lr={self.min_lr:g}"
+        elif capped:
+            reason = f"max_epochs_per_s={self.max_epochs_per_s} reached"
+        else:
             return Decision(improved, False, False)
         if self.s >= self.s_max:
-            return Decision(improved, False, True)
+            return Decision(improved, False, True, reason)
         self.s += 1
         self.epochs_in_s, self.best, self.stale_at_floor = 0, math.inf, 0
-        return Decision(improved, True, False)
+        return Decision(improved, True, False, reason)
 
     def state_dict(self) -> dict:
         """Progress only; the settings (s_max, patience, ...) come from the run's config."""

@@ -333,7 +333,8 @@ class Trainer:
                 f"  {record['epoch_time_s']:.1f}s" + ("  *" if decision.improved else "")
             )
             if decision.advance:
-                self.log(f"S={s} converged after {self.curriculum_epochs(s)} epochs: S -> {self.curriculum.s}")
+                self.log(f"S={s} stopped after {self.curriculum_epochs(s)} epochs ({decision.reason}): "
+                         f"S -> {self.curriculum.s}")
                 for group in self.optimizer.param_groups:
                     group["lr"] = t.lr_reset
                 self.scheduler = self._new_scheduler()
@@ -341,7 +342,7 @@ class Trainer:
             self.run_log.append(record)  # before the checkpoint: a resume drops a record it has no checkpoint for
             self._save_checkpoint()
             if decision.finished:
-                self.log(f"S={s} (s_max) converged{self._stage_label}: training finished")
+                self.log(f"S={s} (s_max) stopped{self._stage_label} ({decision.reason}): training finished")
                 if self._next_stage():
                     self._save_checkpoint()
                     continue
