@@ -72,3 +72,14 @@ def test_huge_and_infinite_numbers_are_rejected_with_the_key() -> None:
         load_config(None, ["training.lr=1" + "0" * 400])
     with pytest.raises(ConfigError, match="training.max_minutes: expected a finite number"):
         load_config(None, ["training.max_minutes=.inf"])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("training.lr=-0.001", "training.lr: must be > 0"), ("training.lr=0", "training.lr: must be > 0"),
+    ("training.lr_reset=0", "training.lr_reset: must be > 0"), ("training.lr_factor=1", "must be < 1"),
+    ("training.grad_clip=-1", "training.grad_clip: must be >= 0"),
+])
+def test_value_ranges_are_checked_naming_the_key(override, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    assert load_config(None, ["training.lr=1e-4"]).training.lr == 1e-4

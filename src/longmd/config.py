@@ -17,9 +17,12 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 
-def option(default: Any, doc: str, minimum: float | None = None) -> Any:
-    """A dataclass field with a default, a one-line doc and an optional lower bound (kept in its metadata)."""
-    metadata = {"doc": doc} if minimum is None else {"doc": doc, "min": minimum}
+def option(default: Any, doc: str, minimum: float | None = None, above: float | None = None,
+           below: float | None = None) -> Any:
+    """A dataclass field with a default, a one-line doc and optional bounds kept in its metadata: ``minimum``
+    (value >= it), ``above`` (value > it) and ``below`` (value < it)."""
+    bounds = {"min": minimum, "above": above, "below": below}
+    metadata = {"doc": doc, **{k: v for k, v in bounds.items() if v is not None}}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -61,25 +64,25 @@ class TrainingConfig:
     s_max: int = option(4, "longest training subsequence (frames) of the curriculum", 1)
     loss: str = option("mepa", "mepa (per-species force MAE) | mae | mse (weighted MSE, MACE style)")
     species_reduction: str = option("sum", "how per-species force MAEs combine: sum (the DT authors') | mean")
-    energy_weight: float = option(1.0, "weight of the per-atom energy term at S = 1")
-    force_weight: float = option(1.0, "weight of the force term (all S)")
-    first_step_weight: float = option(50.0, "weight of step 0's force term when S > 1 (the others weigh 1)")
+    energy_weight: float = option(1.0, "weight of the per-atom energy term at S = 1", 0)
+    force_weight: float = option(1.0, "weight of the force term (all S)", 0)
+    first_step_weight: float = option(50.0, "weight of step 0's force term when S > 1 (the others weigh 1)", 0)
     rollout_gradient: str = option("full", "full | truncated:K | detached: how far gradients flow back in time")
     neighbor_update_every: int = option(1, "reuse each reference neighbour list for k rollout steps", 1)
-    neighbor_skin: float = option(0.25, "Å added to the cutoff of reference neighbour lists (envelope-safe)")
+    neighbor_skin: float = option(0.25, "Å added to the cutoff of reference neighbour lists (envelope-safe)", 0)
     batch_size: int = option(32, "windows per optimisation step", 1)
     windows_per_epoch: int | None = option(None, "random subset of training windows per epoch (None = all)", 1)
     window_stride: int = option(1, "frames between consecutive training-window starts")
-    lr: float = option(1e-3, "initial learning rate (Adam)")
-    lr_reset: float = option(1e-4, "learning rate set when S increases")
-    lr_factor: float = option(0.33, "ReduceLROnPlateau factor")
+    lr: float = option(1e-3, "initial learning rate (Adam)", above=0)
+    lr_reset: float = option(1e-4, "learning rate set when S increases", above=0)
+    lr_factor: float = option(0.33, "ReduceLROnPlateau factor", above=0, below=1)
     patience: int = option(15, "epochs without improvement before the lr drops; at the floor: before S += 1", 0)
-    min_lr: float = option(2e-6, "learning-rate floor")
+    min_lr: float = option(2e-6, "learning-rate floor", 0)
     max_epochs_per_s: int | None = option(None, "cap on epochs spent at one S (None = until converged)", 1)
     max_epochs: int | None = option(None, "cap on the total number of epochs (None = no cap)", 0)
     max_minutes: float | None = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)",
                                        0)
-    grad_clip: float = option(1.0, "gradient-norm clip (0 = off)")
+    grad_clip: float = option(1.0, "gradient-norm clip (0 = off)", 0)
     val_length: int = option(60, "frames of each validation rollout (the paper: 60)", 1)
     val_windows: int = option(16, "number of fixed validation rollouts", 1)
     val_batch_size: int = option(64, "validation rollouts run together", 1)
@@ -186,9 +189,14 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
 
 def coerce_field(cls: type, f: dataclasses.Field, value: Any, where: str) -> Any:
     value = coerce(value, get_type_hints(cls)[f.name], where)
-    low = f.metadata.get("min")
-    if low is not None and value is not None and value < low:
-        raise ConfigError(f"{where}: must be >= {low}, got {value!r}")
+    if value is None or isinstance(value, (list, dict, str, bool)):
+        return value
+    checks = (("min", lambda b: value >= b, ">="), ("above", lambda b: value > b, ">"),
+              ("below", lambda b: value < b, "<"))
+    for key, holds, sign in checks:
+        bound = f.metadata.get(key)
+        if bound is not None and not holds(bound):
+            raise ConfigError(f"{where}: must be {sign} {bound}, got {value!r}")
     return value
 
 
