@@ -45,3 +45,82 @@ def test_atomic_writes_respect_the_umask(tmp_path) -> None:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
     assert private.stat().st_mode & 0o777 == 0o600
+
+
+def test_threads_default_is_sized_by_the_system_and_idle_cpus(monkeypatch) -> None:
+    from longmd import runtime
+
+    monkeypatch.setattr(runtime, "_available_cpus", lambda: 64)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert runtime.choose_threads(None, 57)[0] == 1  # a 57-atom system never takes a 64-core node
+    assert runtime.choose_threads(None, 8000)[0] == 16
+    monkeypatch.setattr(runtime, "_available_cpus", lambda: 2)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (3.5, 3.0, 3.0))  # a loaded 2-core box
+    threads, why = runtime.choose_threads(None, 8000)
+    assert threads == 1 and "idle" in why
+    assert runtime.choose_threads(3, 57) == (3, "as requested")
+    with pytest.raises(ValueError, match="--threads"):
+        runtime.choose_threads(0)
+
+
+@pytest.mark.parametrize("command", ["train", "simulate", "evaluate", "demo"])
+def test_every_command_takes_threads(command, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+def _tiny_train(emt_data, out, *extra: str) -> list[str]:
+    return ["train", "--out", str(out), "--set", f"data.paths=[{emt_data}]", "--set", "data.split=time_blocks",
+            "--set", "data.val_fraction=0.25", "--set", "data.test_fraction=0.25",
+            "--set", "model.options={hidden: 8, n_rff: 8, n_layers: 1}", "--set", "training.s_max=1",
+            "--set", "training.max_epochs_per_s=1", *TINY[2:], *extra]
+
+
+def test_train_logs_its_threads_and_cli_errors_are_one_line(emt_data, tmp_path, capsys) -> None:
+    import torch
+
+    out = tmp_path / "run"
+    assert main([*_tiny_train(emt_data, out), "--threads", "1"]) == 0
+    assert "torch CPU threads: 1 (as requested)" in capsys.readouterr().out
+    (out / "checkpoint.pt").write_bytes((out / "checkpoint.pt").read_bytes()[:100])  # truncated by a full disk
+    assert main([*_tiny_train(emt_data, out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt is unreadable" in err and err.count("\n") == 1
+    bad = tmp_path / "bad"
+    assert main([*_tiny_train(emt_data, bad), "--set", "model.options.foo=3"]) == 2
+    assert "model.options.foo: not an option of egnn" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        cuda = tmp_path / "cuda"
+        assert main([*_tiny_train(emt_data, cuda), "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err and not cuda.exists()
+
+
+@pytest.mark.parametrize("command", ["train", "simulate", "evaluate"])
+@pytest.mark.parametrize("kind", ["read-only", "under a file"])
+def test_unwritable_out_is_one_line(emt_data, tmp_path, capsys, command, kind) -> None:
+    from longmd.models.io import save_model
+    from longmd.models.lj import LennardJones
+
+    model = tmp_path / "lj.pt"
+    save_model(LennardJones(epsilon=0.01, sigma=2.3, cutoff=5.0), model)
+    if kind == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    locked = tmp_path / "locked"
+    if kind == "read-only":
+        locked.mkdir()
+        locked.chmod(0o500)
+    else:
+        locked.write_text("")  # NotADirectoryError: an OSError like PermissionError
+    out = str(locked / "run")
+    argv = {"train": _tiny_train(emt_data, out),
+            "simulate": ["simulate", str(model), str(emt_data), "--steps", "2", "--out", out],
+            "evaluate": ["evaluate", "--data", str(emt_data), "--model", str(model), "--parts", "frames",
+                         "--frames", "2", "--out", out]}[command]
+    try:
+        assert main(argv) == 2
+    finally:
+        if locked.is_dir():
+            locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert "error:" in err and "locked" in err and err.count("\n") == 1

@@ -37,15 +37,12 @@ def _device(text: str) -> str:
 
 def _require_device(device: str | None) -> None:
     """A clear error when --device names a CUDA device that is not there."""
-    if not device or not device.startswith("cuda"):
-        return
-    import torch
+    from longmd.runtime import check_device
 
-    index = int(device.partition(":")[2] or 0)
-    if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available")
-    if index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) available")
+    check_device(device)
+
+
+THREADS_HELP = "torch CPU threads (default: auto, the idle CPUs with at most one per 500 atoms; logged)"
 
 
 def add_key_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -68,6 +65,7 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run directory (overrides the config's `out`)")
     p.add_argument("--device", help="cpu | cuda | auto (overrides training.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--threads", type=int, help=THREADS_HELP + " (overrides training.threads)")
     p.set_defaults(func=cmd_train)
 
 
@@ -81,6 +79,8 @@ def cmd_train(args) -> int:
         overrides.append(f"out={args.out}")
     if args.device:
         overrides.append(f"training.device={args.device}")
+    if args.threads is not None:
+        overrides.append(f"training.threads={args.threads}")
     cfg = load_config(args.config, overrides)
     result = train(cfg, resume=args.resume)
     if is_main():  # under torchrun: rank 0 only
@@ -116,6 +116,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of initial velocities and thermostat noise")
     p.add_argument("--device", type=_device, default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="precision (default: the model's)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--skin", type=float, default=1.0, help="Verlet-list skin, Å")
     p.add_argument("--min-distance", type=float, default=0.5, help="blow-up: atoms closer than this, Å")
     p.add_argument("--max-temperature-K", type=float, default=None,
@@ -155,11 +156,14 @@ def cmd_simulate(args) -> int:
     from longmd.examples import resolve
     from longmd.io.read import read_structure, split_index
     from longmd.models.io import open_model
+    from longmd.runtime import set_threads
 
     _require_device(args.device)
     path, index = split_index(args.init)
     atoms = read_structure(resolve(path), -1 if index is None else index)
     timestep_fs = simulation_timestep(atoms, args.timestep_fs, args.init)
+    if args.device == "cpu":
+        set_threads(args.threads, len(atoms) * args.replicas)
     model = open_model(args.model, device=args.device)
     result = simulate(
         model, atoms, steps=args.steps, timestep_fs=timestep_fs, ensemble=args.ensemble,
@@ -222,7 +226,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--resume", action="store_true", help="reuse finished parts of OUT/metrics.json (same protocol)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--device", type=_device, help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 suits small systems)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
     p.add_argument("--seed", type=int, help="seed of starts and thermostats (default 0)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -302,13 +306,14 @@ def _add_demo(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (training run and evaluation)")
     p.add_argument("--config", default=None, help="training config (default: the packaged demo config)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    p.add_argument("--threads", type=int, help=THREADS_HELP + " (default of the demo config: 1)")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_demo(args) -> int:
     from longmd.demo import run_demo
 
-    return run_demo(Path(args.out), config=args.config, resume=args.resume)
+    return run_demo(Path(args.out), config=args.config, resume=args.resume, threads=args.threads)
 
 
 def _subparser(**kwargs) -> argparse.ArgumentParser:
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # DataError, ConfigError: a clear message, no traceback
+    except (ValueError, OSError) as exc:  # DataError, ConfigError, a read-only --out: one clear line, no traceback
         print(f"longmd {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -89,7 +89,8 @@ class TrainingConfig:
     dtype: str = option("float32", "float32 | float64")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     seed: int = option(0, "seed of initialisation, sampling and thermostats")
-    threads: int | None = option(None, "torch CPU threads (None = torch's default)", 1)
+    threads: int | None = option(None, "torch CPU threads (None = auto: the idle CPUs, at most one per 500 atoms "
+                                 "of a batch; the log says what was chosen)", 1)
     progress: bool = option(True, "show progress bars")
     position_weight: float = option(0.0, "weight of the per-step position error (Å, steps >= 1) of rollouts", 0)
     momentum_weight: float = option(0.0, "weight of the per-step momentum error (amu·Å/fs, steps >= 1) of rollouts",

@@ -19,13 +19,15 @@ from longmd.config import load_config
 CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
-def run_demo(out: Path, config: str | Path | None = None, resume: bool = False) -> int:
+def run_demo(out: Path, config: str | Path | None = None, resume: bool = False, threads: int | None = None) -> int:
+    """Train, then evaluate, in ``out``; ``threads`` overrides the config's ``training.threads`` for both."""
     from longmd.evaluation import evaluate_run
     from longmd.training.trainer import train
 
     start = time.perf_counter()
     train_dir = out / "train"
-    cfg = load_config(config or CONFIG, [f"out={train_dir}"])
+    overrides = [f"out={train_dir}"] + ([] if threads is None else [f"training.threads={threads}"])
+    cfg = load_config(config or CONFIG, overrides)
     resume = resume or (train_dir / "checkpoint.pt").exists()
     if resume and (train_dir / "checkpoint.pt").exists():
         print(f"resuming the demo's training in {train_dir}")

@@ -135,8 +135,7 @@ def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | P
 
     trajectories = load_data(cfg)
     device = cfg.training.device if cfg.training.device not in (None, "auto") else "cpu"
-    # One torch thread: a 57-atom system gains nothing from intra-op threads, and they stall on shared cores.
-    options = options or EvalOptions(device=device, threads=1)
+    options = options or EvalOptions(device=device, threads=cfg.training.threads)
     loaded = {name: load_model(path, device=options.device) for name, path in models.items()}
     evaluate(loaded, trajectories, out_dir, test=Split.load(split_path), parts=parts, options=options,
              specs={n: str(p) for n, p in models.items()})

@@ -21,6 +21,7 @@ from longmd.evaluation.heldout import HeldOut
 from longmd.evaluation.options import DEFAULT_PARTS, PARTS, EvalOptions
 from longmd.evaluation.parts import frames, jaccard, rollout, speed, stability, transport
 from longmd.models.ase_adapter import ASECalculatorModel
+from longmd.runtime import set_threads
 
 ModelPart = Callable[[Context, str, nn.Module, dict], dict]
 MODEL_PARTS: dict[str, ModelPart] = {  # in running order (drift reuses the stability runs)
@@ -116,8 +117,8 @@ def evaluate(
         raise ValueError("evaluate: no models")
     opts = options or EvalOptions()
     threads = torch.get_num_threads()
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
+    if torch.device(opts.device).type == "cpu":
+        set_threads(opts.threads, max(tr.n_atoms for tr in trajectories))
     try:
         return _evaluate(models, trajectories, Path(out_dir), test, parse_parts(parts), opts, dict(specs or {}), resume)
     finally:

@@ -33,8 +33,8 @@ class EvalOptions:
     device: str = option("cpu", "torch device of the models and the MD")
     dtype: str = option("float64", "float64 (precision is no confound; NVE drift is meaningful) | float32 | model")
     progress: bool = option(True, "tqdm progress bars")
-    threads: int | None = option(None, "torch CPU threads during the evaluation (None = torch's setting; 1 is often "
-                             "fastest for small systems on shared cores)")
+    threads: int | None = option(None, "torch CPU threads during the evaluation (None = auto: the idle CPUs, at "
+                             "most one per 500 atoms; logged)")
     species_reduction: str = option("sum", "how per-species force MAEs combine into MEPA: sum (the DT authors') | mean")
     skin: float = option(1.0, "Verlet-list skin, Å")
     # rollout

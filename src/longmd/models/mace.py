@@ -32,9 +32,11 @@ def _mace_module(species: list[int], channels: int, max_L: int, r_max: float, av
     """ScaleShiftMACE with mace_run_train's defaults (8 Bessel functions, radial MLP [64, 64, 64], readout
     16x0e, residual interaction blocks), hidden irreps ``{channels}x0e + {channels}x1o`` for max_L = 1,
     zero E0s, scale 1, shift 0 (longmd's :class:`AtomicReference` supplies both)."""
+    # mace before e3nn: importing mace is what lets torch's weights-only load read e3nn's constants.pt
+    import mace  # noqa: F401
     import numpy as np
-    from mace import modules  # first: importing mace lets torch's weights-only load read e3nn's constants.pt
     from e3nn import o3
+    from mace import modules
 
     irreps = " + ".join(f"{channels}x{ell}{'e' if ell % 2 == 0 else 'o'}" for ell in range(max_L + 1))
     block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]

@@ -4,6 +4,8 @@ resume keeps), the model of ``model.name``, the data and its seeded split, and t
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -20,9 +22,12 @@ from longmd.models.base import EnergyModel
 from longmd.models.egnn import EGNN
 from longmd.models.mace import MACEModel
 from longmd.models.reference import fit_reference_energies, parse_reference_energies
+from longmd.runtime import check_device
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when there is one; a named CUDA device must exist (checked before anything is written)."""
+    check_device(name, "training.device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -88,6 +93,10 @@ def build_model(cfg: Config, species: list[int]) -> EnergyModel:
         return ARCHITECTURES[cfg.model.name].from_preset(cfg.model.preset, species, **cfg.model.options)
     except ImportError as exc:
         raise ConfigError(f"model.name: mace needs mace-torch (pip install 'longmd[mace]'): {exc}") from exc
+    except TypeError as exc:  # an unknown constructor argument
+        unknown = re.search(r"argument '(\w+)'", str(exc))
+        key = f"model.options.{unknown.group(1)}" if unknown else "model.options"
+        raise ConfigError(f"{key}: not an option of {cfg.model.name} ({exc})") from exc
 
 
 def reference_energies(cfg: Config, species: list[int]) -> dict[int, float] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import random
 import resource
 import sys
@@ -46,6 +47,7 @@ from longmd.models.base import EnergyModel
 from longmd.models.io import load_model, save_model
 from longmd.models.reference import init_reference
 from longmd.models.stride import StridePredictor
+from longmd.runtime import set_threads
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings, rollout_loss
@@ -101,15 +103,16 @@ class Trainer:
         if resume:
             if not checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
-            self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+            try:
+                self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+            except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+                raise ValueError(f"--resume: {checkpoint_path} is unreadable (truncated or corrupt?): {exc}") from exc
             cfg = resume_config(config_from_dict(self.checkpoint["config"], str(checkpoint_path)), cfg, log)
         validate_config(cfg)
         self.cfg = cfg
         self.stages = resolve_stages(cfg)
         self.stage_index = 0
         t = cfg.training
-        if t.threads:
-            torch.set_num_threads(int(t.threads))
         self.device = distributed.setup(resolve_device(t.device))
         self.dtype = torch.float64 if t.dtype == "float64" else torch.float32
         torch.manual_seed(t.seed)
@@ -120,6 +123,8 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
 
         self.trajectories = load_data(cfg)
+        if self.device.type == "cpu":
+            set_threads(t.threads, max(tr.n_atoms for tr in self.trajectories) * t.batch_size, log)
         self.split = make_split(cfg, self.trajectories)
         if self.main:
             atomic_write_text(self.out / "split.json", self.split.to_json())
