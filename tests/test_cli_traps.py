@@ -99,11 +99,7 @@ def test_train_logs_its_threads_and_cli_errors_are_one_line(emt_data, tmp_path, 
 @pytest.mark.parametrize("command", ["train", "simulate", "evaluate"])
 @pytest.mark.parametrize("kind", ["read-only", "under a file"])
 def test_unwritable_out_is_one_line(emt_data, tmp_path, capsys, command, kind) -> None:
-    from longmd.models.io import save_model
-    from longmd.models.lj import LennardJones
-
-    model = tmp_path / "lj.pt"
-    save_model(LennardJones(epsilon=0.01, sigma=2.3, cutoff=5.0), model)
+    model = _lj_model(tmp_path)
     if kind == "read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
     locked = tmp_path / "locked"
@@ -124,3 +120,28 @@ def test_unwritable_out_is_one_line(emt_data, tmp_path, capsys, command, kind) -
             locked.chmod(0o700)
     err = capsys.readouterr().err
     assert "error:" in err and "locked" in err and err.count("\n") == 1
+
+
+def _lj_model(tmp_path) -> Path:
+    from longmd.models.io import save_model
+    from longmd.models.lj import LennardJones
+
+    path = tmp_path / "lj.pt"
+    save_model(LennardJones(epsilon=0.01, sigma=2.3, cutoff=5.0), path)
+    return path
+
+
+@pytest.mark.parametrize("option", ["--friction-per-fs=-1", "--timestep-fs=0", "--tau-fs=-5", "--replicas=0",
+                                    "--temperature-K=-300", "--skin=-1"])
+def test_simulate_checks_physical_values_up_front(tmp_path, capsys, option) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "m.pt", "i.xyz", option, "--out", str(tmp_path / "sim")])
+    assert exit_info.value.code == 2 and "must be" in capsys.readouterr().err and not (tmp_path / "sim").exists()
+
+
+def test_simulate_fails_when_every_replica_stops_at_step_0(emt_data, tmp_path, capsys) -> None:
+    model = _lj_model(tmp_path)
+    argv = ["simulate", str(model), str(emt_data), "--steps", "3", "--replicas", "2", "--no-progress"]
+    assert main([*argv, "--min-distance", "50", "--out", str(tmp_path / "bad")]) == 1  # every pair is "too close"
+    assert "every replica stopped at step 0" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "good")]) == 0

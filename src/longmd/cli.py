@@ -35,6 +35,24 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
 
 
+def _bounded(kind: type, low: float, strict: bool):
+    """argparse type: a number of ``kind`` above ``low`` (``strict``) or at least ``low``, checked up front."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > low if strict else value >= low) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse's error names the type
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _bounded(float, 0, True), _bounded(float, 0, False)
+COUNT, STEPS = _bounded(int, 1, False), _bounded(int, 0, False)
+
+
 def _require_device(device: str | None) -> None:
     """A clear error when --device names a CUDA device that is not there."""
     from longmd.runtime import check_device
@@ -95,12 +113,12 @@ def _add_simulate(sub) -> None:
     p.add_argument("model", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value")
     p.add_argument("init", help="initial structure: any ase.io file or example:NAME; the last frame unless "
                    "ASE's FILE@INDEX picks one (FILE@0: the first)")
-    p.add_argument("--steps", type=int, default=1000, help="MD steps")
-    p.add_argument("--timestep-fs", type=float, default=None,
+    p.add_argument("--steps", type=STEPS, default=1000, help="MD steps")
+    p.add_argument("--timestep-fs", type=POSITIVE, default=None,
                    help="MD timestep, fs (default: the structure's info['timestep_fs'] when it has one, else "
                    f"{DEFAULT_TIMESTEP_FS})")
     p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve", help="ensemble")
-    p.add_argument("--temperature-K", type=float, default=None,
+    p.add_argument("--temperature-K", type=NON_NEGATIVE, default=None,
                    help="thermostat target and temperature of drawn velocities (default: none; needed by "
                    "langevin, svr and --init-velocities maxwell-boltzmann)")
     p.add_argument("--init-velocities", choices=["auto", "maxwell-boltzmann", "given"], default="auto",
@@ -108,22 +126,22 @@ def _add_simulate(sub) -> None:
                    "Maxwell-Boltzmann momenta at --temperature-K only for a structure without any; "
                    "maxwell-boltzmann: draw fresh, independent momenta for each replica (seeded by --seed, zero "
                    "total momentum); given: never draw (default: auto)")
-    p.add_argument("--friction-per-fs", type=float, default=0.01, help="Langevin friction, 1/fs")
-    p.add_argument("--tau-fs", type=float, default=100.0, help="SVR relaxation time, fs")
-    p.add_argument("--replicas", type=int, default=1, help="copies of the structure run together")
-    p.add_argument("--log-every", type=int, default=10, help="steps between thermo rows")
-    p.add_argument("--traj-every", type=int, default=10, help="steps between trajectory frames")
+    p.add_argument("--friction-per-fs", type=POSITIVE, default=0.01, help="Langevin friction, 1/fs")
+    p.add_argument("--tau-fs", type=POSITIVE, default=100.0, help="SVR relaxation time, fs")
+    p.add_argument("--replicas", type=COUNT, default=1, help="copies of the structure run together")
+    p.add_argument("--log-every", type=COUNT, default=10, help="steps between thermo rows")
+    p.add_argument("--traj-every", type=COUNT, default=10, help="steps between trajectory frames")
     p.add_argument("--seed", type=int, default=0, help="seed of initial velocities and thermostat noise")
     p.add_argument("--device", type=_device, default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--dtype", choices=["float32", "float64"], default=None, help="precision (default: the model's)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
-    p.add_argument("--skin", type=float, default=1.0, help="Verlet-list skin, Å")
-    p.add_argument("--min-distance", type=float, default=0.5, help="blow-up: atoms closer than this, Å")
-    p.add_argument("--max-temperature-K", type=float, default=None,
+    p.add_argument("--skin", type=NON_NEGATIVE, default=1.0, help="Verlet-list skin, Å")
+    p.add_argument("--min-distance", type=NON_NEGATIVE, default=0.5, help="blow-up: atoms closer than this, Å")
+    p.add_argument("--max-temperature-K", type=POSITIVE, default=None,
                    help="blow-up: temperature above this (default 10x --temperature-K, or 5000 K)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/simulate", help="output folder")
-    p.add_argument("--checkpoint-every", type=int, default=1000,
+    p.add_argument("--checkpoint-every", type=STEPS, default=1000,
                    help="steps between checkpoints in OUT (one is always written at the end; 0 = only that one)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (a higher --steps extends a finished run)")
@@ -176,6 +194,9 @@ def cmd_simulate(args) -> int:
     )
     print(result.summary())
     print(f"results in {args.out}/")
+    if args.steps and not any(result.steps_completed):
+        print("longmd simulate: error: every replica stopped at step 0 (see above)", file=sys.stderr)
+        return 1
     return 0
 
 
