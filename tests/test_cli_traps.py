@@ -145,3 +145,16 @@ def test_simulate_fails_when_every_replica_stops_at_step_0(emt_data, tmp_path, c
     assert main([*argv, "--min-distance", "50", "--out", str(tmp_path / "bad")]) == 1  # every pair is "too close"
     assert "every replica stopped at step 0" in capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "good")]) == 0
+
+
+def test_redirected_logs_get_lines_not_bars(emt_data, tmp_path) -> None:
+    model = _lj_model(tmp_path)
+    done = run_cli("simulate", str(model), str(emt_data), "--steps", "40", "--out", str(tmp_path / "sim"),
+                   "--threads", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\r" not in done.stderr + done.stdout and "it/s" not in done.stderr  # no tqdm bar in a file
+    lines = [line for line in done.stdout.splitlines() if line.startswith("MD: ")]
+    assert len(lines) == 20 and lines[-1].startswith("MD: 40/40 step")
+    train = run_cli(*_tiny_train(emt_data, tmp_path / "run")[:-2], "--set", "training.progress=true")
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert "\r" not in train.stderr and "epoch    0  S=1" in train.stdout

@@ -27,6 +27,7 @@ from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.state import MDState
 from longmd.models.stride import StridePredictor
+from longmd.progress import bars_disabled
 
 
 @dataclass
@@ -195,7 +196,8 @@ def rollout_errors(
     sums.n_windows = len(windows)
     failed_at: list[int] = []
     n_batches = -(-len(windows) // batch_size)
-    bar = tqdm(total=n_batches * (length - 1), desc=progress, disable=progress is None, leave=False, unit="step")
+    bar = tqdm(total=n_batches * (length - 1), desc=progress, disable=bars_disabled(progress is not None), leave=False,
+               unit="step")
     for first in range(0, len(windows), batch_size):
         chunk = windows[first : first + batch_size]
         state = state_from_frames(trajectories, [(w.traj, w.start) for w in chunk], device, dtype)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from longmd.atomic import atomic_write
 from longmd.data.trajectory import Trajectory
 from longmd.neighbors import neighbor_list
+from longmd.progress import bars_disabled
 
 FORMAT_VERSION = 1
 PROGRESS_MIN_FRAMES = 200  # show a progress bar from this many frames on
@@ -122,7 +123,7 @@ def _build(trajectories: Sequence[Trajectory], cutoff: float, key: str, progress
         total=total,
         desc=f"neighbour lists (cutoff {cutoff:g} Å)",
         unit="frame",
-        disable=not progress or total < PROGRESS_MIN_FRAMES,
+        disable=bars_disabled(progress and total >= PROGRESS_MIN_FRAMES),
     )
     ii, jj, ss, counts = [], [], [], []
     with bar:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from ase import Atoms
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from longmd.dynamics.cores import ForceField, LearnedStride
 from longmd.dynamics.failures import (
@@ -46,6 +45,7 @@ from longmd.dynamics.sim_monitor import Monitor, ReplicaStop, stop_record
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
 from longmd.models.stride import StridePredictor
+from longmd.progress import step_progress
 
 
 @dataclass
@@ -268,8 +268,8 @@ def simulate(
 
     if out_dir is not None and saved is None:  # a new run: an old checkpoint there must not be resumed later
         (Path(out_dir) / CHECKPOINT).unlink(missing_ok=True)
-    with Outputs(out_dir, n_total, resume_from=saved and saved.outputs) as outputs, tqdm(
-            total=steps, initial=offset, disable=not progress, unit="step", desc="MD") as bar:
+    with Outputs(out_dir, n_total, resume_from=saved and saved.outputs) as outputs, step_progress(
+            steps, offset, progress, "MD") as bar:
         if saved is not None:  # the stopped frames the checkpoint knows are files of this run; later ones go
             kept = {Path(stop.frame_path).name for stop in stopped}
             for path in Path(out_dir).glob("stopped_*.extxyz"):

@@ -47,6 +47,7 @@ from longmd.models.base import EnergyModel
 from longmd.models.io import load_model, save_model
 from longmd.models.reference import init_reference
 from longmd.models.stride import StridePredictor
+from longmd.progress import bars_disabled
 from longmd.runtime import set_threads
 from longmd.training import distributed
 from longmd.training.curriculum import Curriculum
@@ -257,7 +258,8 @@ class Trainer:
         losses = []
         per_step, mine = t.batch_size * distributed.world_size(), distributed.rank() * t.batch_size
         batches = [order[i + mine : i + mine + t.batch_size] for i in range(0, len(order), per_step)]
-        bar = tqdm(batches, desc=f"epoch {self.epoch} S={s}", leave=False, disable=not (t.progress and self.main))
+        bar = tqdm(batches, desc=f"epoch {self.epoch} S={s}", leave=False,
+                   disable=bars_disabled(t.progress and self.main))  # redirected: the epoch line only
         for number, idx in enumerate(bar):
             losses.append(self._optimise([windows[int(i)] for i in idx], s, number))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")

@@ -13,6 +13,7 @@ from longmd.data.graph import Graph
 from longmd.evaluation.context import Context, symbol
 from longmd.models.base import predict
 from longmd.neighbors import batched_neighbor_list
+from longmd.progress import bars_disabled
 
 
 def select_frames(ctx: Context) -> list[tuple[int, int]]:
@@ -31,7 +32,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     pred_f, ref_f, numbers, pred_e, ref_e, n_atoms = [], [], [], [], [], []
     batch = max(1, ctx.opts.frames_batch)
     for first in tqdm(range(0, len(frames), batch), desc=ctx.progress(f"frames {name}"),
-                      disable=not ctx.opts.progress, leave=False):
+                      disable=bars_disabled(ctx.opts.progress), leave=False):
         chunk = frames[first : first + batch]
         s = ctx.state(chunk, dtype)
         edge_index, shifts = batched_neighbor_list(s.positions, s.cell, s.pbc, s.system, model.cutoff)

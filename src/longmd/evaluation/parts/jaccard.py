@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from longmd.analysis.neighborhood import jaccard_profile, max_reuse_offset
 from longmd.evaluation.context import Context, symbol
+from longmd.progress import bars_disabled
 
 
 def reference(ctx: Context, cutoff: float) -> dict:
@@ -20,7 +21,7 @@ def reference(ctx: Context, cutoff: float) -> dict:
     weights: dict[str, float] = {}
     mean = np.zeros(k_max)
     worst_atom = np.ones(k_max)
-    for t in tqdm(held.indices, desc=ctx.progress("jaccard"), disable=not o.progress, leave=False):
+    for t in tqdm(held.indices, desc=ctx.progress("jaccard"), disable=bars_disabled(o.progress), leave=False):
         tr, block = ctx.trajectories[t], held.block(t)
         prof = jaccard_profile(tr.positions[block], tr.cell[block], tr.pbc, cutoff, k_max, numbers=tr.numbers,
                                origin_stride=max(1, o.jaccard_origin_stride))
