@@ -158,3 +158,26 @@ def test_redirected_logs_get_lines_not_bars(emt_data, tmp_path) -> None:
     train = run_cli(*_tiny_train(emt_data, tmp_path / "run")[:-2], "--set", "training.progress=true")
     assert train.returncode == 0, train.stderr[-2000:]
     assert "\r" not in train.stderr and "epoch    0  S=1" in train.stdout
+
+
+def test_resuming_a_finished_run_does_nothing_unless_a_cap_is_raised(emt_data, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = [a for a in _tiny_train(emt_data, out) if a != "training.max_epochs=1"]
+    argv = [a for i, a in enumerate(argv) if not (a == "--set" and argv[i + 1:i + 2] == ["training.max_epochs=1"])]
+    assert main(argv) == 0  # S=1 stops after max_epochs_per_s=1: finished
+    capsys.readouterr()
+    files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir() if p.is_file()}
+    assert main([*argv, "--resume"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir() if p.is_file()} == files
+    assert main([*argv, "--set", "training.max_epochs_per_s=2", "--resume"]) == 0  # the cap that applied, raised
+    assert torch_load_epochs(out) == 2
+    assert main([*argv, "--set", "training.max_epochs_per_s=2", "--set", "training.s_max=2", "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "epoch    2  S=2" in log and torch_load_epochs(out) == 4
+
+
+def torch_load_epochs(out: Path) -> int:
+    import torch
+
+    return int(torch.load(out / "checkpoint.pt", weights_only=True)["epoch"])

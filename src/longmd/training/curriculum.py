@@ -58,9 +58,13 @@ class Curriculum:
             return Decision(improved, False, False)
         if self.s >= self.s_max:
             return Decision(improved, False, True, reason)
+        self.advance()
+        return Decision(improved, True, False, reason)
+
+    def advance(self) -> None:
+        """S += 1 with a fresh stage (also when a finished run is resumed with a higher ``s_max``)."""
         self.s += 1
         self.epochs_in_s, self.best, self.stale_at_floor = 0, math.inf, 0
-        return Decision(improved, True, False, reason)
 
     def state_dict(self) -> dict:
         """Progress only; the settings (s_max, patience, ...) come from the run's config."""

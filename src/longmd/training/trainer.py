@@ -101,6 +101,7 @@ class Trainer:
         self.log = log = log if self.main else _quiet
         checkpoint_path = self.out / "checkpoint.pt"
         self.checkpoint = None
+        caps = (cfg.training.s_max, cfg.training.max_epochs_per_s)
         if resume:
             if not checkpoint_path.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
@@ -108,7 +109,11 @@ class Trainer:
                 self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
             except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
                 raise ValueError(f"--resume: {checkpoint_path} is unreadable (truncated or corrupt?): {exc}") from exc
-            cfg = resume_config(config_from_dict(self.checkpoint["config"], str(checkpoint_path)), cfg, log)
+            saved = config_from_dict(self.checkpoint["config"], str(checkpoint_path))
+            caps = (saved.training.s_max, saved.training.max_epochs_per_s)
+            cfg = resume_config(saved, cfg, log)
+        self.finished = None if self.checkpoint is None else self.checkpoint.get("finished")
+        self.nothing_to_do = bool(self.finished) and not _caps_raised(caps, cfg, self.finished)
         validate_config(cfg)
         self.cfg = cfg
         self.stages = resolve_stages(cfg)
@@ -119,7 +124,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         np.random.seed(t.seed)
         random.seed(t.seed)
-        if self.main:
+        if self.main and not self.nothing_to_do:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
 
@@ -127,7 +132,7 @@ class Trainer:
         if self.device.type == "cpu":
             set_threads(t.threads, max(tr.n_atoms for tr in self.trajectories) * t.batch_size, log)
         self.split = make_split(cfg, self.trajectories)
-        if self.main:
+        if self.main and not self.nothing_to_do:
             atomic_write_text(self.out / "split.json", self.split.to_json())
         species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
         model = build_model(cfg, species) if model is None else model
@@ -165,7 +170,8 @@ class Trainer:
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         distributed.broadcast_module(self.model)  # identical already (same seed or checkpoint); made certain
-        self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0, write=self.main)
+        self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0,
+                              write=self.main and not self.nothing_to_do)
 
     # ----------------------------------------------------------------------------------------- set-up
     @property
@@ -288,6 +294,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
+        if self.nothing_to_do:
+            self.log(f"nothing to do: the run in {self.out} finished at epoch {self.epoch} ({self.finished}); "
+                     "raise training.s_max or training.max_epochs_per_s to train further")
+            return TrainResult(self.out, self.out / "best.pt", self.best["val_mepa"], self.best["S"], self.epoch,
+                               self.run_log.records)
+        if self.finished:  # a finished run resumed with a raised cap
+            if self.curriculum.s < self.curriculum.s_max:  # s_max raised: the next S
+                self.curriculum.advance()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.t.lr_reset
+                self.scheduler = self._new_scheduler()
+            self.finished = None
         self.log(self.model.summary() if hasattr(self.model, "summary") else str(self.model))
         self.log(
             f"data: {len(self.trajectories)} trajectories; split {self.split.method}; "
@@ -347,10 +365,12 @@ class Trainer:
                 self.scheduler = self._new_scheduler()
             self._save_model("last.pt", s, val)
             self.run_log.append(record)  # before the checkpoint: a resume drops a record it has no checkpoint for
+            self.finished = decision.reason if decision.finished else None
             self._save_checkpoint()
             if decision.finished:
                 self.log(f"S={s} (s_max) stopped{self._stage_label} ({decision.reason}): training finished")
                 if self._next_stage():
+                    self.finished = None  # the next stage starts
                     self._save_checkpoint()
                     continue
                 break
@@ -418,6 +438,7 @@ class Trainer:
             "best": self.best,
             "stage": self.stage_index,
             "stage_started": self.stage_started,
+            "finished": self.finished,  # why the last stage stopped, once training has finished
         }
         atomic_torch_save(state, self.out / "checkpoint.pt")
 
@@ -432,6 +453,17 @@ class Trainer:
         self.best = dict(state["best"])
         self.stage_started = int(state.get("stage_started", 0))
         self.log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
+
+
+def _caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> bool:
+    """Whether a resume raised the cap that ended a finished run: ``s_max``, or ``max_epochs_per_s`` when
+    that stop applied (``finished`` is the curriculum's reason)."""
+    s_max, per_s = caps
+    t = cfg.training
+    if t.mode != "conventional" and t.s_max > s_max:
+        return True
+    raised = per_s is not None and (t.max_epochs_per_s is None or t.max_epochs_per_s > per_s)
+    return finished.startswith("max_epochs_per_s") and raised
 
 
 def _quiet(*_args, **_kwargs) -> None:
