@@ -181,3 +181,34 @@ def torch_load_epochs(out: Path) -> int:
     import torch
 
     return int(torch.load(out / "checkpoint.pt", weights_only=True)["epoch"])
+
+
+def test_out_holding_an_earlier_run_is_refused_or_replaced(emt_data, tmp_path, capsys) -> None:
+    model = _lj_model(tmp_path)
+    sim = tmp_path / "sim"
+    argv = ["simulate", str(model), str(emt_data), "--steps", "2", "--no-progress", "--threads", "1", "--out", str(sim)]
+    assert main([*argv, "--replicas", "3"]) == 0
+    mine = sim / "notes.txt"
+    mine.write_text("not longmd's")
+    before = (sim / "thermo.csv").read_bytes()
+    assert main(argv) == 2
+    assert "holds an earlier simulate run" in capsys.readouterr().err and (sim / "thermo.csv").read_bytes() == before
+    assert main([*argv, "--overwrite"]) == 0
+    assert not (sim / "traj_002.extxyz").exists() and (sim / "traj_000.extxyz").exists()  # no old replica left
+    assert mine.read_text() == "not longmd's"  # only what simulate writes is cleared
+
+    run = tmp_path / "run"
+    assert main(_tiny_train(emt_data, run)) == 0
+    (run / "best_S2.pt").write_bytes(b"old")
+    assert main(_tiny_train(emt_data, run)) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*_tiny_train(emt_data, run), "--overwrite"]) == 0 and not (run / "best_S2.pt").exists()
+
+    ev = tmp_path / "ev"
+    eval_argv = ["evaluate", "--data", str(emt_data), "--model", str(model), "--parts", "frames", "--frames", "2",
+                 "--no-progress", "--threads", "1", "--out", str(ev)]
+    assert main(eval_argv) == 0
+    (ev / "parity_old.png").write_bytes(b"old")
+    assert main(eval_argv) == 2
+    assert main([*eval_argv, "--resume"]) == 0
+    assert main([*eval_argv, "--overwrite"]) == 0 and not (ev / "parity_old.png").exists()

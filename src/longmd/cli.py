@@ -61,6 +61,7 @@ def _require_device(device: str | None) -> None:
 
 
 THREADS_HELP = "torch CPU threads (default: auto, the idle CPUs with at most one per 500 atoms; logged)"
+OVERWRITE_HELP = "replace an earlier run in --out: delete the files this command writes there (nothing else)"
 
 
 def add_key_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
@@ -84,11 +85,13 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="cpu | cuda | auto (overrides training.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--threads", type=int, help=THREADS_HELP + " (overrides training.threads)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_train)
 
 
 def cmd_train(args) -> int:
     from longmd.config import load_config
+    from longmd.rundir import prepare_out
     from longmd.training.distributed import is_main
     from longmd.training.trainer import train
 
@@ -100,6 +103,8 @@ def cmd_train(args) -> int:
     if args.threads is not None:
         overrides.append(f"training.threads={args.threads}")
     cfg = load_config(args.config, overrides)
+    if is_main():
+        prepare_out(cfg.out, "train", args.resume, args.overwrite)
     result = train(cfg, resume=args.resume)
     if is_main():  # under torchrun: rank 0 only
         print(f"\nresults in {result.out}/ (best model: {result.best_model})")
@@ -145,6 +150,7 @@ def _add_simulate(sub) -> None:
                    help="steps between checkpoints in OUT (one is always written at the end; 0 = only that one)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint (a higher --steps extends a finished run)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_simulate)
 
 
@@ -174,9 +180,11 @@ def cmd_simulate(args) -> int:
     from longmd.examples import resolve
     from longmd.io.read import read_structure, split_index
     from longmd.models.io import open_model
+    from longmd.rundir import prepare_out
     from longmd.runtime import set_threads
 
     _require_device(args.device)
+    prepare_out(args.out, "simulate", args.resume, args.overwrite)
     path, index = split_index(args.init)
     atoms = read_structure(resolve(path), -1 if index is None else index)
     timestep_fs = simulation_timestep(atoms, args.timestep_fs, args.init)
@@ -245,6 +253,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="any EvalOptions field, value parsed as YAML, e.g. --option r_max=8 (repeatable)")
     p.add_argument("--resume", action="store_true", help="reuse finished parts of OUT/metrics.json (same protocol)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--device", type=_device, help="cpu | cuda | cuda:N (default cpu)")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
@@ -254,8 +263,10 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from longmd.evaluation import evaluate_cli
+    from longmd.rundir import prepare_out
 
     _require_device(args.device)
+    prepare_out(args.out, "evaluate", args.resume, args.overwrite)
     return evaluate_cli(args)
 
 
