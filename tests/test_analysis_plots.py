@@ -47,3 +47,33 @@ def test_all_plots_write_pngs(tmp_path: Path) -> None:
     for path in written:
         assert isinstance(path, Path)
         assert _is_png(path), path
+
+
+def test_reference_drawn_last_and_thicker() -> None:
+    """RDF/h(r) figures list the reference first (report.py) but must draw it on top, black and thicker."""
+    r = np.linspace(0.1, 6.0, 30)
+    curves = {"reference": np.exp(-((r - 2.5) ** 2)), "model A": np.exp(-((r - 2.6) ** 2)), "model B": r * 0}
+    fig = plots._curves_figure(r, curves, "g(r)", "r (Å)", "g(r)")
+    lines = [line for line in fig.axes[0].get_lines() if line.get_label() in curves]
+    assert [line.get_label() for line in lines] == ["model A", "model B", "reference"]
+    ref, *models = lines[::-1]
+    assert ref.get_color() == "black"
+    assert all(ref.get_linewidth() > m.get_linewidth() for m in models)
+    assert ref.get_zorder() > max(m.get_zorder() for m in models)
+
+
+def test_jaccard_ticks_are_integers(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    captured = {}
+    original = plots._save
+
+    def keep(fig, path):
+        captured["fig"] = fig
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    plots.plot_jaccard(np.arange(1, 4), {"H": np.array([0.9, 0.8, 0.7])}, tmp_path / "j.png", level=0.5)
+    ax = captured["fig"].axes[0]
+    assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+    assert all(float(t).is_integer() for t in ax.get_xticks())

@@ -13,6 +13,7 @@ import numpy as np
 from ase.data import chemical_symbols
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from longmd.analysis.transport import DiffusionFit
 
@@ -33,27 +34,40 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _curves(
+REFERENCE = "reference"
+
+
+def _plot_curves(ax, x: np.ndarray, curves: Mapping[str, np.ndarray], reference: str | None = REFERENCE) -> None:
+    """Draw ``curves``; the one labelled ``reference`` last, black and thicker, so models never hide it."""
+    order = [k for k in curves if k != reference] + [k for k in curves if k == reference]
+    for label in order:
+        y = np.asarray(curves[label], dtype=np.float64)
+        style = {"color": "black", "linewidth": 2.4, "zorder": 5} if label == reference else {"linewidth": 1.2}
+        ax.plot(np.asarray(x)[: len(y)], y, label=label, **style)
+
+
+def _curves_figure(
     x: np.ndarray,
     curves: Mapping[str, np.ndarray],
-    path: str | Path,
     title: str,
     xlabel: str,
     ylabel: str,
     log_y: bool = False,
     hline: float | None = None,
-) -> Path:
+) -> Figure:
     fig, ax = _new_axes(title, xlabel, ylabel)
-    for label, y in curves.items():
-        y = np.asarray(y, dtype=np.float64)
-        ax.plot(np.asarray(x)[: len(y)], y, label=label)
+    _plot_curves(ax, x, curves)
     if hline is not None:
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1)
     if log_y:
         ax.set_yscale("log")
     if curves:
         ax.legend()
-    return _save(fig, path)
+    return fig
+
+
+def _curves(x: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, *args, **kwargs) -> Path:
+    return _save(_curves_figure(x, curves, *args, **kwargs), path)
 
 
 def plot_mepa_vs_step(
@@ -73,11 +87,14 @@ def plot_parity(
     numbers: np.ndarray | None = None,
     quantity: str = "force",
     unit: str = "eV/Å",
+    model: str | None = None,
 ) -> Path:
-    """Predicted against reference values (forces: every component, coloured by species if ``numbers``)."""
+    """Predicted against reference values (forces: every component, coloured by species if ``numbers``);
+    ``model`` names the model in the title."""
     p, r = np.asarray(pred, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    name = f"{model}: " if model else ""
     fig, ax = _new_axes(
-        f"{quantity} parity (MAE {np.mean(np.abs(p - r)):.3g} {unit})",
+        f"{name}{quantity} parity (MAE {np.mean(np.abs(p - r)):.3g} {unit})",
         f"reference {quantity} ({unit})",
         f"predicted {quantity} ({unit})",
         (5.0, 5.0),
@@ -123,8 +140,9 @@ def plot_tracked_distances(
 def plot_jaccard(
     ks: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, level: float | None = None
 ) -> Path:
-    """Jaccard similarity of neighbour sets against the offset k (e.g. one curve per species)."""
+    """Jaccard similarity of neighbour sets against the offset k (e.g. one curve per species); integer k ticks."""
     fig, ax = _new_axes("neighbourhood similarity", "offset k (frames)", "Jaccard similarity")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for label, y in curves.items():
         ax.plot(np.asarray(ks)[: len(y)], y, marker="o", markersize=3, label=label)
     if level is not None:

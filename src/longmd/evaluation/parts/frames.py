@@ -51,8 +51,9 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     e_args = (torch.from_numpy(pe), torch.from_numpy(re_), torch.from_numpy(na))
     slug = ctx.slug(name)
     plots = [
-        plot_parity(pf, rf, ctx.out / f"parity_forces_{slug}.png", numbers=z),
-        plot_parity(pe / na, re_ / na, ctx.out / f"parity_energy_{slug}.png", quantity="energy", unit="eV/atom"),
+        plot_parity(pf, rf, ctx.out / f"parity_forces_{slug}.png", numbers=z, model=name),
+        plot_parity(1e3 * pe / na, 1e3 * re_ / na, ctx.out / f"parity_energy_{slug}.png", quantity="energy",
+                    unit="meV/atom", model=name),
     ]
     return {
         "n_frames": len(frames),
