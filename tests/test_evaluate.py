@@ -283,3 +283,19 @@ def test_analysis_of_one_cell_gives_torch_no_read_only_arrays() -> None:
         warnings.simplefilter("error")  # torch: "The given NumPy array is not writable"
         _, h = distance_histogram(positions, cell=4 * np.eye(3), pbc=True, r_max=2.0, n_bins=10)
     assert np.all(np.isfinite(h))
+
+
+def test_structure_scores_are_judged_against_the_reference_noise_floor(trajectories, tmp_path) -> None:
+    """The floor is the same score between independent reference samples (held-out trajectory 0 vs 1): the
+    exact potential scores within it, a clearly wrong one above it; report.md shows both."""
+    options = EvalOptions(long_steps=39, record_every=1, long_runs=2, **FAST)
+    m = evaluate({"EMT": emt(), "LJ": wrong_lj()}, trajectories, tmp_path, test=[0, 1],
+                 parts="stability", options=options)
+    floor = m["reference"]["stability"]["noise_floor"]
+    assert floor["hr_mae"] > 0 and floor["rdf_mae"] > 0  # two different trajectories differ
+    ref, lj = m["models"]["EMT"]["stability"], m["models"]["LJ"]["stability"]
+    assert ref["noise_floor"] == floor
+    assert ref["within_noise"] == {"hr_mae": True, "hr_l1": True, "rdf_mae": True}
+    assert lj["hr_mae"] > 2 * floor["hr_mae"] and lj["within_noise"]["hr_mae"] is False
+    report = (tmp_path / "report.md").read_text()
+    assert "reference (noise floor)" in report and "within noise" in report

@@ -112,7 +112,10 @@ def summary(metrics: Mapping) -> str:
             items.append(f"F MAE {_g(m['frames']['force_mae'])} eV/Å")
         if "stability" in m:
             s = m["stability"]
-            items.append(f"stable {s['stable_runs']}/{s['n_runs']}, h(r)-MAE {_g(s['hr_mae'])}")
+            floor = (s.get("noise_floor") or {}).get("hr_mae")
+            within = "within" if (s.get("within_noise") or {}).get("hr_mae") else "not within"
+            verdict = "" if floor is None else f" ({within} the noise floor {_g(floor)})"
+            items.append(f"stable {s['stable_runs']}/{s['n_runs']}, h(r)-MAE {_g(s['hr_mae'])}{verdict}")
         if "drift" in m:
             items.append(f"drift {_g(m['drift'].get('drift_meV_per_atom_per_ps'))} meV/atom/ps")
         if "speed" in m:

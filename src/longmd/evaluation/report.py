@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from longmd.analysis.plots import plot_distance_histogram, plot_jaccard, plot_mepa_vs_step, plot_rdf
 from longmd.atomic import atomic_write_text
 from longmd.evaluation.context import slug
+from longmd.evaluation.parts.stability import FLOOR_FACTOR, SCORES
 
 
 def clean(obj):
@@ -186,18 +187,26 @@ def _stability_section(metrics: dict) -> list[str]:
              f"A run fails at NaN, two atoms closer than {o['min_distance_A']} Å, or a temperature above "
              f"{_f(s0.get('max_temperature_K'))} K. h(r) and RDFs of the final frames vs the reference's. Events: "
              f"distance above its threshold for >= {o['event_min_fs']:g} fs (count, rate). Plots: "
-             "`distance_histogram.png`, `rdf*.png`, `tracked_*.png`.", ""]
+             "`distance_histogram.png`, `rdf*.png`, `tracked_*.png`. The reference row holds the noise floor: the "
+             "same scores between two independent reference samples (alternate held-out trajectories, or the two "
+             "halves of one), what an exact model scores; \"within noise\" lists the scores at most "
+             f"{FLOOR_FACTOR:g}x that floor.", ""]
 
     def events(t: dict) -> str:
         return f"{t['events']} ({_f(t['events_per_ps'])}/ps)"
 
     header = ["model", "stable", "time mean (ps)", "time min (ps)", "h(r)-MAE (1/Å)", "h(r) L1", "RDF-MAE",
               *[f"{t['label']} events (> {_f(t['threshold_A'])} Å)" for t in tracked]]
-    table = [["reference", "—", "—", "—", "0", "0", "0", *[events(t) for t in tracked]]]
+    floor = metrics.get("reference", {}).get("stability", {}).get("noise_floor") or {}
+    header.insert(7, "within noise")
+    table = [["reference (noise floor)", "—", "—", "—", *[_f(floor.get(k)) for k in SCORES], "—",
+              *[events(t) for t in tracked]]]
     for n, s in rows:
+        ok = s.get("within_noise")
+        verdict = "—" if ok is None else (", ".join(k for k in SCORES if ok.get(k)) or "none")
         table.append([n, f"{s['stable_runs']}/{s['n_runs']}", _f(s["stability_time_mean_fs"], scale=1e-3),
                       _f(s["stability_time_min_fs"], scale=1e-3), _f(s["hr_mae"]), _f(s["hr_l1"]), _f(s["rdf_mae"]),
-                      *[events(t) for t in s["tracked"]], *["—"] * (len(tracked) - len(s["tracked"]))])
+                      verdict, *[events(t) for t in s["tracked"]], *["—"] * (len(tracked) - len(s["tracked"]))])
     lines += _table(header, table)
     failures = [f"- {n}: {r['message']}" for n, s in rows for r in s["runs"] if not r["stable"]]
     return lines + (["", *failures] if failures else [])

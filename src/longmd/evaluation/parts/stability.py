@@ -23,6 +23,8 @@ from longmd.dynamics.simulate import simulate
 from longmd.evaluation.context import Context, symbol
 
 MAX_POINTS = 1000  # stored points per curve in metrics.json
+FLOOR_FACTOR = 2.0  # a structure score within this many noise floors counts as "within noise"
+SCORES = ("hr_mae", "hr_l1", "rdf_mae")
 
 
 def thin(values: np.ndarray, max_points: int = MAX_POINTS) -> list:
@@ -72,6 +74,42 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()}}
 
 
+def _scores(structure: dict, ref: dict) -> dict:
+    """h(r)-MAE, h(r) L1, RDF-MAE and partial RDF-MAEs of one structure against another."""
+    return {
+        "hr_mae": histogram_mae(structure["h"], ref["h"]),
+        "hr_l1": histogram_l1(structure["h"], ref["h"], np.asarray(ref["r"])),
+        "rdf_mae": rdf_mae(structure["g"], ref["g"]),
+        "rdf_mae_partial": {k: rdf_mae(v, ref["partial"][k]) for k, v in structure["partial"].items()
+                            if k in ref["partial"]},
+    }
+
+
+def _halves(sets: list) -> tuple[list, list] | None:
+    """Two independent reference samples: alternate trajectories when there are two or more, else the two
+    halves of the one trajectory's frames (None with a single frame)."""
+    if len(sets) >= 2:
+        return sets[0::2], sets[1::2]
+    pos, *rest = sets[0]
+    k = len(pos) // 2
+    return ([(pos[:k], *rest)], [(pos[k:], *rest)]) if k else None
+
+
+def noise_floor(sets: list, ctx: Context) -> dict | None:
+    """The structure scores between two independent reference samples: what an exact model scores."""
+    halves = _halves(sets)
+    if halves is None:
+        return None
+    return _scores(_structure(halves[0], ctx), _structure(halves[1], ctx))
+
+
+def within_noise(scores: dict, floor: dict | None) -> dict | None:
+    """Per score: True when it is at most ``FLOOR_FACTOR`` x the reference's own noise floor."""
+    if floor is None:
+        return None
+    return {k: bool(scores[k] <= FLOOR_FACTOR * floor[k]) for k in SCORES if scores.get(k) is not None}
+
+
 def _tracked(ctx: Context, series: list[tuple[np.ndarray, np.ndarray]], cells, pbcs) -> list[dict]:
     """Per tracked pair: distances of every series (times, positions), event counts and rates."""
     out = []
@@ -107,6 +145,7 @@ def reference(ctx: Context) -> dict:
         pbcs.append(tr.pbc)
     return {
         "structure": _structure(sets, ctx),
+        "noise_floor": noise_floor(sets, ctx),
         "tracked": _tracked(ctx, series, cells, pbcs),
         "temperature_mean_K": ctx.reference_temperature_K,
         "trajectories": [ctx.trajectories[t].name for t in held.indices],
@@ -146,6 +185,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         cells.append(tr.cell[f])
         pbcs.append(tr.pbc)
     ref = ctx.reference["stability"]["structure"]
+    floor = ctx.reference["stability"].get("noise_floor")
     times = [x["time_fs"] for x in per_run]
     if not sets:
         return {"ensemble": o.ensemble, "steps": o.long_steps, "stable_runs": 0, "n_runs": len(per_run),
@@ -153,6 +193,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
                 "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
                 "max_temperature_K": ctx.max_temperature_K}
     structure = _structure(sets, ctx)
+    scores = _scores(structure, ref)
     return {
         "ensemble": o.ensemble,
         "temperature_K": ctx.temperature_K if thermostat else None,
@@ -162,11 +203,9 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         "n_runs": len(per_run),
         "stability_time_mean_fs": float(np.mean(times)),
         "stability_time_min_fs": float(np.min(times)),
-        "hr_mae": histogram_mae(structure["h"], ref["h"]),
-        "hr_l1": histogram_l1(structure["h"], ref["h"], np.asarray(ref["r"])),
-        "rdf_mae": rdf_mae(structure["g"], ref["g"]),
-        "rdf_mae_partial": {k: rdf_mae(v, ref["partial"][k]) for k, v in structure["partial"].items()
-                            if k in ref["partial"]},
+        **scores,
+        "noise_floor": floor,
+        "within_noise": within_noise(scores, floor),
         "runs": per_run,
         "structure": structure,
         "tracked": _tracked(ctx, series, cells, pbcs),
