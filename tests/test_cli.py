@@ -150,3 +150,19 @@ def test_help_shows_every_default() -> None:
     assert not silent, silent
     simulate_help = sub.choices["simulate"].format_help()
     assert "(default: 1000)" in simulate_help and "(default: 0)" in simulate_help  # a zero default is shown too
+
+
+def test_config_output_is_a_config_that_loads_to_the_defaults(tmp_path) -> None:
+    """README: ``longmd config > my.yaml`` starts a config; the file loads back to every default."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    from longmd.config import Config, load_config
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-m", "longmd", "config"], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    (tmp_path / "my.yaml").write_text(out)
+    assert dataclasses.asdict(load_config(tmp_path / "my.yaml")) == dataclasses.asdict(Config())
