@@ -47,26 +47,47 @@ class RunLog:
             writer.writerows(self.records)
 
 
-def plot_learning_curve(records: list[dict], path: Path) -> Path:
-    """Validation MEPA and training loss vs epoch, with marks where S increases (the paper's Figure 2)."""
+def _first_step_weight(run_dir: Path) -> float:
+    """``training.first_step_weight`` of the run in ``run_dir`` (its config.yaml), else the default."""
+    from longmd.config import TrainingConfig, load_config
+
+    try:
+        return float(load_config(run_dir / "config.yaml").training.first_step_weight)
+    except Exception:  # no or foreign config.yaml: the default
+        return float(TrainingConfig().first_step_weight)
+
+
+def per_frame_loss(train_loss: float, s: int, first_step_weight: float) -> float:
+    """The training loss per weighted frame: at S > 1 the loss sums ``first_step_weight`` x step 0 and the S - 1
+    other steps, so it is divided by (first_step_weight + S - 1); at S = 1 it is one frame already."""
+    return train_loss if s <= 1 else train_loss / (first_step_weight + s - 1)
+
+
+def plot_learning_curve(records: list[dict], path: Path, first_step_weight: float | None = None) -> Path:
+    """Validation MEPA and per-frame training loss vs epoch, with marks where S increases (the paper's
+    Figure 2). ``first_step_weight``: default the run's (``config.yaml`` beside ``path``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_val, ax_train) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    path = Path(path)
+    w = _first_step_weight(path.parent) if first_step_weight is None else first_step_weight
+    fig, (ax_val, ax_train) = plt.subplots(2, 1, figsize=(7, 6.4), sharex=True)
     epochs = [r["epoch"] for r in records]
     val = [r["val_mepa"] if math.isfinite(r["val_mepa"]) else float("nan") for r in records]
     ax_val.plot(epochs, val, "o-", ms=3, label="validation MEPA")
-    ax_train.plot(epochs, [r["train_loss"] for r in records], "o-", ms=3, color="C1", label="training loss")
+    ax_train.plot(epochs, [per_frame_loss(r["train_loss"], r["S"], w) for r in records], "o-", ms=3, color="C1",
+                  label="training loss per frame")
     for prev, rec in zip(records, records[1:]):
         if rec["S"] != prev["S"]:
             for ax in (ax_val, ax_train):
                 ax.axvline(rec["epoch"] - 0.5, color="grey", ls="--", lw=0.8)
-            ax_val.annotate(f"S={rec['S']}", (rec["epoch"] - 0.4, 1.0), xycoords=("data", "axes fraction"),
-                            fontsize=8, va="top")
+            ax_val.annotate(f"S={rec['S']}", (rec["epoch"] - 0.5, 1.01), xycoords=("data", "axes fraction"),
+                            fontsize=8, ha="center", va="bottom", annotation_clip=False)
+    ax_val.set_title("learning curve", pad=16)
     ax_val.set_ylabel("validation rollout MEPA (eV/Å)")
-    ax_train.set_ylabel("training loss")
+    ax_train.set_ylabel(f"training loss / (w + S - 1)\n(S > 1: step 0 weighs w = {w:g})")
     ax_train.set_xlabel("epoch")
     for ax in (ax_val, ax_train):
         ax.set_yscale("log")
