@@ -35,7 +35,7 @@ from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
-from longmd.models.egnn import EGNN
+from longmd.models.egnn import egnn_potential
 from longmd.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs"
@@ -74,7 +74,7 @@ def _ase_rate(calculator, atoms, steps: int, timestep_fs: float) -> float:
 def _md_models(args, species, device):
     """(name, model, ASE calculator of the same network) for each EGNN preset and each MACE size asked for."""
     for preset in args.presets:
-        model = EGNN.from_preset(preset, species).to(device=device, dtype=torch.float32).eval()
+        model = egnn_potential(species, preset=preset).to(device=device, dtype=torch.float32).eval()
         yield f"egnn-{preset}", model, LongMDCalculator(model, device=str(device), dtype="float32")
     if args.mace_channels:
         from mace.calculators import MACECalculator
@@ -84,7 +84,7 @@ def _md_models(args, species, device):
         for channels in args.mace_channels:
             model = build_mace(species, channels=channels, r_max=args.mace_r_max).to(device=device).float().eval()
             with tempfile.TemporaryDirectory() as tmp:  # MACECalculator reads the module from a file
-                torch.save(model.module, Path(tmp) / "mace.model")
+                torch.save(model.term("mace").module, Path(tmp) / "mace.model")
                 calc = MACECalculator(model_paths=str(Path(tmp) / "mace.model"), device=str(device),
                                       default_dtype="float32")
             yield f"mace-{channels}x1o", model, calc

@@ -13,12 +13,13 @@ from ase.md.verlet import VelocityVerlet
 from longmd import LongMDCalculator
 from longmd.calculator import atoms_to_graph
 from longmd.models.base import predict
-from longmd.models.egnn import EGNN
+from longmd.models.egnn import egnn_potential
 from longmd.models.io import save_model
+from longmd.models.potential import Potential
 
 
-def _model() -> EGNN:
-    model = EGNN([1, 6, 8, 14], hidden=8, n_rff=6, n_layers=2, cutoff=3.0)
+def _model() -> Potential:
+    model = egnn_potential([1, 6, 8, 14], hidden=8, n_rff=6, n_layers=2, cutoff=3.0)
     model.set_reference_energies({1: -1.0, 6: -5.0, 8: -3.0, 14: -4.0})
     model.set_scale(0.5)
     return model

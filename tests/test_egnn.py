@@ -13,7 +13,8 @@ from ase.build import make_supercell
 
 from longmd.data.graph import Graph
 from longmd.models.base import predict
-from longmd.models.egnn import EGNN, PRESETS, polynomial_envelope
+from longmd.models.egnn import PRESETS, egnn_potential, polynomial_envelope
+from longmd.models.potential import Potential
 from longmd.models.reference import fit_reference_energies, force_rms, init_reference
 from longmd.neighbors import batched_neighbor_list
 
@@ -33,8 +34,8 @@ def graph_of(atoms_list: list[Atoms], cutoff: float = CUTOFF, dtype: torch.dtype
     return Graph(positions, numbers, cell, system, edge_index, shifts)
 
 
-def tiny_model(envelope: str = "polynomial", **kw) -> EGNN:
-    model = EGNN(SPECIES, hidden=8, n_rff=6, n_layers=2, cutoff=CUTOFF, envelope=envelope, **kw).double()
+def tiny_model(envelope: str = "polynomial", **kw) -> Potential:
+    model = egnn_potential(SPECIES, hidden=8, n_rff=6, n_layers=2, cutoff=CUTOFF, envelope=envelope, **kw).double()
     model.set_reference_energies({1: -1.5, 6: -7.25, 8: -4.0})
     model.set_scale(0.7)
     return model
@@ -51,34 +52,34 @@ def random_molecule(n: int = 5, seed: int = 2) -> Atoms:
     return Atoms(numbers=rng.choice(SPECIES, n), positions=rng.random((n, 3)) * 2.5)
 
 
-def energy(model: EGNN, atoms_list: list[Atoms], cutoff: float = CUTOFF) -> np.ndarray:
+def energy(model: Potential, atoms_list: list[Atoms], cutoff: float = CUTOFF) -> np.ndarray:
     return predict(model, graph_of(atoms_list, cutoff)).energy.numpy()
 
 
 def test_paper_configuration_has_513281_parameters() -> None:
-    model = EGNN.from_preset("paper", [1, 6, 46])
+    model = egnn_potential([1, 6, 46], preset="paper")
     assert model.n_parameters() == 513_281
     assert "513,281" in model.summary()
-    hp = model.hyperparameters()
+    hp = model.term("egnn").hyperparameters()
     assert (hp["hidden"], 2 * hp["n_rff"], hp["rff_sigma"], hp["n_layers"], hp["cutoff"]) == (128, 512, 4.0, 3, 5.0)
     # Reference energies, scale and Fourier frequencies are buffers, not parameters.
     assert not any("reference" in k or "rff" in k for k, _ in model.named_parameters())
 
 
 def test_presets_overrides_and_hyperparameters_round_trip() -> None:
-    small = EGNN.from_preset("small", [8, 1], n_layers=3)
-    assert small.hyperparameters()["n_layers"] == 3 and small.species == [1, 8]
+    small = egnn_potential([8, 1], preset="small", n_layers=3)
+    assert small.term("egnn").hyperparameters()["n_layers"] == 3 and small.species == [1, 8]
     assert set(PRESETS) >= {"paper", "small"}
-    hp = json.loads(json.dumps(small.hyperparameters()))
-    assert EGNN(**hp).n_parameters() == small.n_parameters()
+    hp = json.loads(json.dumps(small.term("egnn").hyperparameters()))
+    assert egnn_potential(small.species, **hp).n_parameters() == small.n_parameters()
     with pytest.raises(ValueError, match="unknown preset"):
-        EGNN.from_preset("huge", [1])
+        egnn_potential([1], preset="huge")
     with pytest.raises(ValueError, match="envelope"):
-        EGNN([1], envelope="cosine")
+        egnn_potential([1], envelope="cosine")
 
 
 def test_fourier_frequencies_are_seeded() -> None:
-    a, b, c = EGNN([1], n_rff=4, seed=3), EGNN([1], n_rff=4, seed=3), EGNN([1], n_rff=4, seed=4)
+    a, b, c = (egnn_potential([1], n_rff=4, seed=s).term("egnn") for s in (3, 3, 4))
     fa, fb, fc = (m.layers[0].rff_frequencies for m in (a, b, c))
     assert torch.equal(fa, fb) and not torch.equal(fa, fc)
     assert not torch.equal(a.layers[0].rff_frequencies, a.layers[1].rff_frequencies)  # one matrix per layer
@@ -114,7 +115,7 @@ def test_double_backward_through_forces() -> None:
     loss = predict(model, graph, create_graph=True).forces.pow(2).sum()
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
-    assert grads.pop("readout.2.bias") is None  # a constant energy offset cannot change forces
+    assert grads.pop("terms.egnn.readout.2.bias") is None  # a constant energy offset cannot change forces
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads.values())
 
 
@@ -188,7 +189,7 @@ def test_edges_beyond_cutoff_change_nothing(envelope: str) -> None:
     np.testing.assert_allclose(p1.stress[0], p0.stress[0], atol=1e-12)
 
 
-def _dimer_curve(model: EGNN, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _dimer_curve(model: Potential, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Energies and x-forces on the second atom of C-O dimers, all in one batch."""
     dimers = [Atoms("CO", positions=[[0, 0, 0], [r, 0, 0]]) for r in distances]
     out = predict(model, graph_of(dimers, CUTOFF + 1.0))  # the list holds the pair on both sides
@@ -253,7 +254,7 @@ def test_reference_energies_and_scale() -> None:
     forces = [np.full((2, 3), 2.0), np.full((1, 3), -2.0)]
     assert force_rms(forces) == pytest.approx(2.0)
     # init_reference sets both; energy of isolated atoms shifts by the references, forces scale.
-    model = EGNN(SPECIES, hidden=8, n_rff=6, n_layers=2, cutoff=CUTOFF).double()
+    model = egnn_potential(SPECIES, hidden=8, n_rff=6, n_layers=2, cutoff=CUTOFF).double()
     graph = graph_of([random_molecule()])
     before = predict(model, graph)
     done = init_reference(model, numbers_list, energies, forces)

@@ -16,7 +16,8 @@ from conftest import integrator, md
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.simulate import simulate
 from longmd.dynamics.state import MDState
-from longmd.models.egnn import EGNN
+from longmd.models.egnn import egnn_potential
+from longmd.models.potential import Potential
 from longmd.training.losses import LossSettings, sequence_loss
 
 
@@ -62,9 +63,9 @@ def syncs(monkeypatch: pytest.MonkeyPatch) -> SyncCounter:
     return SyncCounter(monkeypatch)
 
 
-def small_egnn() -> EGNN:
+def small_egnn() -> Potential:
     torch.manual_seed(0)
-    return EGNN([1, 6, 8], hidden=8, n_rff=6, n_layers=2, cutoff=3.0).double()
+    return egnn_potential([1, 6, 8], hidden=8, n_rff=6, n_layers=2, cutoff=3.0).double()
 
 
 def crystal():

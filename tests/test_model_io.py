@@ -9,8 +9,9 @@ from ase.build import bulk
 
 from longmd.calculator import atoms_to_graph
 from longmd.models.base import predict
-from longmd.models.egnn import EGNN
+from longmd.models.egnn import egnn_potential
 from longmd.models.io import MODEL_CLASSES, load_metadata, load_model, save_model
+from longmd.models.potential import Potential
 
 
 def _graph(dtype: torch.dtype = torch.float64):
@@ -20,8 +21,8 @@ def _graph(dtype: torch.dtype = torch.float64):
     return graph
 
 
-def _model(**kw) -> EGNN:
-    model = EGNN([11, 17], hidden=8, n_rff=6, n_layers=2, cutoff=3.0, seed=7, **kw)
+def _model(**kw) -> Potential:
+    model = egnn_potential([11, 17], hidden=8, n_rff=6, n_layers=2, cutoff=3.0, seed=7, **kw)
     model.set_reference_energies({11: -1.3, 17: -2.7})
     model.set_scale(0.4)
     return model
@@ -32,10 +33,10 @@ def test_save_load_gives_identical_outputs(tmp_path, dtype: torch.dtype) -> None
     model = _model().to(dtype)
     path = save_model(model, tmp_path / "sub" / "model.pt", metadata={"trained_steps": 3})
     payload = torch.load(path, weights_only=True, map_location="cpu")
-    assert payload["class"] == "egnn" and payload["hyperparameters"] == model.hyperparameters()
+    assert payload["class"] == "potential" and payload["hyperparameters"] == model.hyperparameters()
     assert not list(tmp_path.glob("sub/.*.tmp"))  # atomic write leaves no temporary file
     loaded = load_model(path)
-    assert isinstance(loaded, EGNN) and not loaded.training
+    assert isinstance(loaded, Potential) and loaded.term_names == ["egnn"] and not loaded.training
     assert next(loaded.parameters()).dtype == dtype
     graph = _graph(dtype)
     p0, p1 = predict(model, graph, stress=True), predict(loaded, graph, stress=True)
@@ -48,7 +49,7 @@ def test_save_load_gives_identical_outputs(tmp_path, dtype: torch.dtype) -> None
 def test_hard_cutoff_model_round_trip(tmp_path) -> None:
     model = _model(envelope="none").double()
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
-    assert loaded.hyperparameters()["envelope"] == "none"
+    assert loaded.term("egnn").hyperparameters()["envelope"] == "none"
     graph = _graph()
     assert torch.equal(predict(model, graph).forces, predict(loaded, graph).forces)
 
@@ -74,19 +75,20 @@ def test_load_errors_name_the_file(tmp_path) -> None:
         load_model(tmp_path / "other.pt")
     path = save_model(_model(), tmp_path / "m.pt")
     payload = torch.load(path, weights_only=True)
-    payload["state_dict"].pop("embedding.weight")
+    payload["state_dict"].pop("terms.egnn.embedding.weight")
     payload.pop("sha256")
     torch.save(payload, path)
-    with pytest.raises(ValueError, match="cannot rebuild egnn"):
+    with pytest.raises(ValueError, match="cannot rebuild potential"):
         load_model(path)
 
 
 def test_unregistered_class_cannot_be_saved(tmp_path) -> None:
-    class Custom(EGNN):
+    class Custom(Potential):
         pass
 
-    with pytest.raises(TypeError, match="not in MODEL_CLASSES"):
-        save_model(Custom([1], hidden=4, n_rff=2, n_layers=1), tmp_path / "c.pt")
+    model = egnn_potential([1], hidden=4, n_rff=2, n_layers=1)
+    with pytest.raises(TypeError, match="not one of MODEL_CLASSES"):
+        save_model(Custom(model.reference, dict(model.terms)), tmp_path / "c.pt")
 
 
 def test_a_foreign_torch_file_gives_one_line(tmp_path) -> None:

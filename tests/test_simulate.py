@@ -19,7 +19,7 @@ from longmd.dynamics.failures import MinDistance
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.simulate import seed_streams, simulate
 from longmd.dynamics.state import MDState
-from longmd.models.egnn import EGNN
+from longmd.models.egnn import egnn_potential
 from longmd.models.io import save_model
 from longmd.models.lj import LennardJones
 
@@ -190,7 +190,7 @@ def test_stale_cached_forces_are_not_used() -> None:
 
 
 def test_dtype_casts_a_copy_and_leaves_the_callers_model_alone() -> None:
-    egnn = EGNN([18], hidden=8, n_rff=8, n_layers=1, cutoff=5.0).to(torch.float32)
+    egnn = egnn_potential([18], hidden=8, n_rff=8, n_layers=1, cutoff=5.0).to(torch.float32)
     before = {k: v.clone() for k, v in egnn.state_dict().items()}
     result = simulate(egnn, cluster(30.0), steps=2, timestep_fs=2.0, dtype=torch.float64, progress=False)
     assert result.state.dtype == torch.float64 and result.status == ["ok"]

@@ -47,15 +47,37 @@ class DataConfig:
 
 
 @dataclass
+class TermConfig:
+    """One energy term of the potential (an item of ``model.terms``)."""
+
+    name: str = option("egnn", "term name, unique (egnn, lj, ...); also its kind unless 'kind' is given")
+    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj (None = the name)")
+    preset: str | None = option(None, "size preset of the kind (egnn: small | paper; mace: small | medium | large)")
+    options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64}, lj {epsilon: 0.01, sigma: 2.5}")
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind or self.name, "preset": self.preset, "options": dict(self.options)}
+
+
+@dataclass
 class ModelConfig:
-    name: str = option("egnn", "architecture: egnn | mace (needs mace-torch)")
-    preset: str = option("small", "size preset; egnn: small (CPU demo) | paper (513,281 parameters); "
-                         "mace: small | medium | large (16, 64, 128 channels)")
-    options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, cutoff: 5.0}, "
-                           "mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
+    terms: list[TermConfig] = option([], "energy terms summed with the reference energies, each "
+                                     "{name, kind, preset, options}, e.g. [{name: egnn, preset: small}, "
+                                     "{name: lj, options: {epsilon: 0.01, sigma: 2.5}}]; [] = the one term of "
+                                     "name/preset/options below")
+    name: str = option("egnn", "one-term shorthand: architecture egnn | mace (needs mace-torch)")
+    preset: str = option("small", "one-term shorthand: size preset; egnn: small (CPU demo) | paper (513,281 "
+                         "parameters); mace: small | medium | large (16, 64, 128 channels)")
+    options: dict = option({}, "one-term shorthand: constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, "
+                           "cutoff: 5.0}, mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
+
     e0s: str | dict = option("average", "reference energies per species (eV): average (least squares over the "
                              "training frames, refitted as training goes: MACE's --E0s average) | {Z or symbol: "
                              "eV} for every species, kept fixed, e.g. {H: -1.1, 46: -1.5}")
+
+    def term_list(self) -> list[TermConfig]:
+        """The canonical form: ``terms``, or the shorthand name/preset/options as one term."""
+        return list(self.terms) or [TermConfig(name=self.name, preset=self.preset, options=dict(self.options))]
 
 
 @dataclass
@@ -179,6 +201,9 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         names = [f.name for f in fields(hint)]
         given = dict(zip(names, value, strict=False)) if isinstance(value, (list, tuple)) else value
+        if isinstance(given, dict) and not set(given) <= set(names):
+            unknown = ", ".join(repr(k) for k in given if k not in names)
+            raise ConfigError(f"{where}: unknown key {unknown} (allowed: {', '.join(names)})")
         if isinstance(given, dict) and set(given) <= set(names) and len(value) <= len(names):
             hints = get_type_hints(hint)
             try:
@@ -226,6 +251,11 @@ def config_from_dict(raw: dict, source: str = "<dict>", sources: dict[str, str] 
             if key not in known:
                 raise ConfigError(f"{where}: unknown key '{name}.{key}' (allowed: {', '.join(known)})")
             setattr(target, key, coerce_field(cls, known[key], value, f"{where}: {name}.{key}"))
+    default = ModelConfig()
+    shorthand = [k for k in ("name", "preset", "options") if getattr(cfg.model, k) != getattr(default, k)]
+    if cfg.model.terms and shorthand:
+        where = sources.get("model.terms", source)
+        raise ConfigError(f"{where}: model.terms and model.{shorthand[0]} both given: put every term in model.terms")
     return cfg
 
 

@@ -7,7 +7,8 @@ Per layer l (no coordinate updates; forces come from autograd of the energy):
 
 with MLP = Linear, LayerNorm, SiLU, Linear, LayerNorm, SiLU; RFF_l(d) = [sin(d w_l), cos(d w_l)] with fixed
 frequencies w_l ~ N(0, sigma^2) (rad/Å); u the polynomial envelope (p = 6) or the hard mask d < r_c.
-Energy = scale * sum_i readout(h_i) + sum_i E_ref[Z_i]. See docs/egnn.md for differences from the paper.
+The term outputs readout(h_i); the :class:`~longmd.models.potential.Potential` scales it and adds the
+reference energies. See docs/egnn.md for differences from the paper.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from longmd.data.graph import Graph
-from longmd.models.base import EnergyModel
+from longmd.models.potential import Potential
 from longmd.models.reference import AtomicReference
+from longmd.models.term import EnergyTerm
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's sizes (513,281 parameters with 3 species); envelope on, as everywhere by default.
@@ -73,20 +75,23 @@ class InteractionLayer(nn.Module):
         return h + self.update(torch.cat([h, aggregated], dim=1))
 
 
-class EGNN(EnergyModel):
-    """Invariant EGNN potential (energy in eV; forces by autograd).
+class EGNNTerm(EnergyTerm):
+    """Invariant EGNN energy term: O(1) per-atom energies, scaled by the Potential.
 
     Args:
-        species: atomic numbers the model knows (one-hot order = sorted).
+        n_species: species the one-hot embedding knows (the Potential's, sorted).
         hidden: node feature width. n_rff: Fourier frequencies per layer (features = 2 * n_rff).
         rff_sigma: standard deviation of the frequencies, rad/Å. n_layers: message-passing layers.
         cutoff: Å. envelope: "polynomial" (smooth, default) or "none" (paper: hard mask d < cutoff).
         envelope_p: exponent of the polynomial envelope. seed: seed of the fixed Fourier frequencies.
     """
 
+    kind = "egnn"
+    scaled = True
+
     def __init__(
         self,
-        species: Sequence[int],
+        n_species: int,
         hidden: int = 128,
         n_rff: int = 256,
         rff_sigma: float = 4.0,
@@ -102,15 +107,13 @@ class EGNN(EnergyModel):
         if min(hidden, n_rff, n_layers) < 1 or cutoff <= 0 or rff_sigma <= 0 or envelope_p < 1:
             raise ValueError("EGNN: hidden, n_rff, n_layers, envelope_p must be >= 1; cutoff, rff_sigma > 0")
         self._hp = {
-            "species": sorted(int(z) for z in species), "hidden": int(hidden), "n_rff": int(n_rff),
-            "rff_sigma": float(rff_sigma), "n_layers": int(n_layers), "cutoff": float(cutoff),
-            "envelope": envelope, "envelope_p": int(envelope_p), "seed": int(seed),
+            "hidden": int(hidden), "n_rff": int(n_rff), "rff_sigma": float(rff_sigma), "n_layers": int(n_layers),
+            "cutoff": float(cutoff), "envelope": envelope, "envelope_p": int(envelope_p), "seed": int(seed),
         }  # fmt: skip
         self.cutoff = float(cutoff)
         self.envelope = envelope
         self.envelope_p = int(envelope_p)
-        self.reference = AtomicReference(self._hp["species"])
-        self.embedding = nn.Linear(self.reference.n_species, hidden)
+        self.embedding = nn.Linear(int(n_species), hidden)
         generator = torch.Generator().manual_seed(int(seed))
         frequencies = torch.randn(n_layers, n_rff, generator=generator, dtype=torch.float64) * rff_sigma
         self.layers = nn.ModuleList(
@@ -119,26 +122,17 @@ class EGNN(EnergyModel):
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
     @classmethod
-    def from_preset(cls, name: str, species: Sequence[int], **overrides: Any) -> EGNN:
-        """Build a preset ("paper", "small"), with any keyword overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"EGNN: unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(species, **{**PRESETS[name], **overrides})
+    def build(cls, species: Sequence[int], **hyperparameters: Any) -> EGNNTerm:
+        return cls(len(species), **hyperparameters)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, list) else v for k, v in self._hp.items()}
-
-    @property
-    def species(self) -> list[int]:
-        return list(self.reference.species)
+        return dict(self._hp)
 
     def summary(self) -> str:
-        """One line: sizes and trainable parameter count."""
         hp = self._hp
         return (
-            f"EGNN(species={hp['species']}, hidden={hp['hidden']}, rff={2 * hp['n_rff']} features "
-            f"(sigma={hp['rff_sigma']}), layers={hp['n_layers']}, cutoff={hp['cutoff']} Å, "
-            f"envelope={hp['envelope']}): {self.n_parameters():,} trainable parameters"
+            f"EGNN(hidden={hp['hidden']}, rff={2 * hp['n_rff']} features (sigma={hp['rff_sigma']}), "
+            f"layers={hp['n_layers']}, cutoff={hp['cutoff']} Å, envelope={hp['envelope']})"
         )
 
     def edge_weights(self, distance: Tensor) -> Tensor:
@@ -147,11 +141,9 @@ class EGNN(EnergyModel):
             return (distance < self.cutoff).to(distance.dtype)
         return polynomial_envelope(distance / self.cutoff, self.envelope_p)
 
-    def forward(self, graph: Graph) -> Tensor:
-        graph = graph.within(self.cutoff)  # pairs of a Verlet list's skin have weight 0: skip their cost
-        index = self.reference.index(graph.numbers)
+    def forward(self, graph: Graph, species_index: Tensor) -> Tensor:
         emb = self.embedding
-        h = emb.weight.T[index] + emb.bias  # = Linear(one_hot(index)), without building the one-hot
+        h = emb.weight.T[species_index] + emb.bias  # = Linear(one_hot(index)), without building the one-hot
         vectors = graph.edge_vectors()
         d2 = (vectors * vectors).sum(dim=1)
         # Safe norm: coincident atoms (d = 0) would give NaN gradients through sqrt.
@@ -160,5 +152,14 @@ class EGNN(EnergyModel):
         weight = self.edge_weights(distance) * positive
         for layer in self.layers:
             h = layer(h, distance, weight, graph.edge_index)
-        per_atom = self.readout(h).squeeze(1)
-        return self.reference(per_atom, index, graph.system, graph.n_systems)
+        return self.readout(h).squeeze(1)
+
+
+def egnn_potential(species: Sequence[int], preset: str | None = None, **hyperparameters: Any) -> Potential:
+    """A :class:`Potential` with one ``"egnn"`` term: a preset ("paper", "small") with any keyword overridden,
+    or the :class:`EGNNTerm` defaults (the paper's sizes) when ``preset`` is None."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"EGNN: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    reference = AtomicReference(sorted(int(z) for z in species))
+    hp = {**(PRESETS[preset] if preset else {}), **hyperparameters}
+    return Potential(reference, {"egnn": EGNNTerm.build(reference.species, **hp)})

@@ -1,5 +1,8 @@
 """Save and load models as one plain file: class name, JSON hyper-parameters and the state dict.
 
+A :class:`~longmd.models.potential.Potential` is saved as class ``potential`` with its species and terms
+(``{name, kind, hyperparameters}``); files of format 1 (classes ``egnn``, ``mace``, ``lj``) still load.
+
 The file holds only tensors, strings, numbers, lists and dicts, so ``torch.load(path, weights_only=True,
 map_location="cpu")`` reads it on any machine (with or without a GPU) and no pickled code runs.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +23,43 @@ from longmd.examples import resolve
 from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
 from longmd.models.ase_adapter import ASECalculatorModel, ModelSpecError
 from longmd.models.base import EnergyModel
-from longmd.models.egnn import EGNN
+from longmd.models.lj import LennardJones
 from longmd.models.mace import PREFIX as MACE_PREFIX
-from longmd.models.mace import MACEModel, load_mace
+from longmd.models.mace import load_mace
+from longmd.models.potential import Potential
+from longmd.models.registry import potential_from_hyperparameters
 from longmd.models.stride import HarmonicStride
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 (up to 33872b7): classes "egnn", "mace", "lj" of single architectures
 
-MODEL_CLASSES: dict[str, type[EnergyModel]] = {"egnn": EGNN, "mace": MACEModel}  # MACE needs mace-torch
-MODEL_CLASSES["harmonic_stride"] = HarmonicStride  # the known-answer stride predictor
-try:  # the analytic Lennard-Jones model is optional here (tests, benchmarks)
-    from longmd.models.lj import LennardJones
-
-    MODEL_CLASSES["lj"] = LennardJones
-except ImportError:  # pragma: no cover - depends on what is installed
-    pass
+MODEL_CLASSES: dict[str, Callable[..., torch.nn.Module]] = {  # class name -> rebuild from hyper-parameters
+    "potential": potential_from_hyperparameters,
+    "lj": LennardJones,
+    "harmonic_stride": HarmonicStride,  # the known-answer stride predictor
+}
+SAVED_TYPES = {Potential: "potential", LennardJones: "lj", HarmonicStride: "harmonic_stride"}
+LEGACY_CLASSES = ("egnn", "mace", "lj")  # format 1
 
 
 def model_name(model: EnergyModel) -> str:
-    """Registry name of a model's class (raises ``TypeError`` for unregistered classes)."""
-    for name, cls in MODEL_CLASSES.items():
-        if type(model) is cls:
-            return name
-    raise TypeError(f"cannot save {type(model).__name__}: not in MODEL_CLASSES {sorted(MODEL_CLASSES)}")
+    """Class name a model is saved under (raises ``TypeError`` for models that cannot be saved)."""
+    if type(model) in SAVED_TYPES:
+        return SAVED_TYPES[type(model)]
+    raise TypeError(f"cannot save {type(model).__name__}: not one of MODEL_CLASSES {sorted(MODEL_CLASSES)}")
+
+
+def _upgrade_format_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 payload (one architecture per file) as today's: an EGNN or MACE becomes a Potential with one
+    term of that name (state-dict keys moved under ``terms.<name>.``), a Lennard-Jones model keeps its class."""
+    name, hp, state = payload["class"], dict(payload["hyperparameters"]), payload["state_dict"]
+    if name == "lj":
+        state = {f"pair.{k}": v for k, v in state.items()}
+    else:
+        species = hp.pop("species")
+        hp = {"species": species, "terms": [{"name": name, "kind": name, "hyperparameters": hp}]}
+        state = {k if k.startswith("reference.") else f"terms.{name}.{k}": v for k, v in state.items()}
+        name = "potential"
+    return {**payload, "class": name, "hyperparameters": hp, "state_dict": state, "format_version": FORMAT_VERSION}
 
 
 def _model_dtype(model: EnergyModel) -> str:
@@ -102,8 +120,13 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("class", "hyperparameters", "state_dict") if k not in keys]
     if missing:
         raise ValueError(f"{path}: not a longmd model file (missing keys {missing})")
+    version = payload.get("format_version", 1)
+    if version == 1 and payload["class"] in LEGACY_CLASSES:
+        payload = _upgrade_format_1(payload)
     if payload["class"] not in MODEL_CLASSES:
         raise ValueError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(MODEL_CLASSES)}")
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{path}: model file format {version!r}; this longmd reads 1 and {FORMAT_VERSION}")
     if "sha256" in payload and weights_checksum(payload["state_dict"]) != payload["sha256"]:
         raise ValueError(f"{path}: corrupt model file: the weights do not match the checksum stored when it was "
                          "saved (damaged copy or disk?); use another copy")
@@ -113,14 +136,14 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> EnergyModel:
     """Rebuild a saved model on ``device`` (in the dtype it was saved in), in eval mode."""
     payload = read_model_file(path)
-    cls = MODEL_CLASSES[payload["class"]]
+    build = MODEL_CLASSES[payload["class"]]
     dtype = getattr(torch, str(payload.get("dtype", "float32")), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"{path}: invalid dtype {payload.get('dtype')!r}")
     try:
-        model = cls(**payload["hyperparameters"]).to(dtype=dtype)  # cast first: loading is then lossless
+        model = build(**payload["hyperparameters"]).to(dtype=dtype)  # cast first: loading is then lossless
         model.load_state_dict(payload["state_dict"], strict=True)
-    except (TypeError, RuntimeError, ValueError) as exc:
+    except (TypeError, RuntimeError, ValueError, KeyError) as exc:
         raise ValueError(f"{path}: cannot rebuild {payload['class']} from the saved file ({exc})") from exc
     return model.to(device=device).eval()
 

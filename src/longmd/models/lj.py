@@ -11,6 +11,8 @@ Two truncations at ``cutoff``:
   for energy-conservation tests.
 
 One ε, σ for all species. With ``trainable=True`` they are ``nn.Parameter`` (gradients through rollouts).
+:class:`LennardJonesTerm` is the term of a :class:`~longmd.models.potential.Potential` (unscaled eV, a physical
+prior); :class:`LennardJones` the same energy as a model of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 
 from longmd.data.graph import Graph
 from longmd.models.base import EnergyModel
+from longmd.models.term import EnergyTerm
 
 
 def quintic_switch(r: Tensor, r_on: float, r_off: float) -> Tensor:
@@ -28,14 +31,17 @@ def quintic_switch(r: Tensor, r_on: float, r_off: float) -> Tensor:
     return 1.0 - x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
 
 
-class LennardJones(EnergyModel):
-    """Lennard-Jones energy of a batch of systems.
+class LennardJonesTerm(EnergyTerm):
+    """Lennard-Jones energy term: per-atom energies in eV (unscaled), half of each pair on either atom.
 
     Args:
         epsilon: well depth ε, eV. sigma: σ, Å. cutoff: Å (default 2.5 σ).
         r_switch: start of the smooth switch (Å), or None for a shifted energy.
         trainable: make ε and σ learnable parameters.
     """
+
+    kind = "lj"
+    scaled = False
 
     def __init__(
         self,
@@ -82,9 +88,39 @@ class LennardJones(EnergyModel):
             e = lj(r_safe) * quintic_switch(r_safe, self.r_switch, self.cutoff)
         return torch.where(inside, e, torch.zeros_like(e))
 
-    def forward(self, graph: Graph) -> Tensor:
+    def forward(self, graph: Graph, species_index: Tensor | None = None) -> Tensor:
         r = graph.edge_vectors().norm(dim=-1)
         e_edge = 0.5 * self.pair_energy(r)  # full neighbour list: each pair appears twice
-        owner = graph.system[graph.edge_index[0]]
-        energy = torch.zeros(graph.n_systems, dtype=r.dtype, device=r.device)
-        return energy.index_add(0, owner, e_edge)
+        return torch.zeros(graph.n_atoms, dtype=r.dtype, device=r.device).index_add(0, graph.edge_index[0], e_edge)
+
+
+class LennardJones(EnergyModel):
+    """Lennard-Jones on its own, for any species (no reference energies): the term summed per system.
+
+    Takes :class:`LennardJonesTerm`'s arguments; ``epsilon``, ``sigma`` and ``pair_energy`` are the term's.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.pair = LennardJonesTerm(**kwargs)
+        self.cutoff = self.pair.cutoff
+        self.r_switch = self.pair.r_switch
+
+    @property
+    def epsilon(self) -> nn.Parameter:
+        return self.pair.epsilon
+
+    @property
+    def sigma(self) -> nn.Parameter:
+        return self.pair.sigma
+
+    def pair_energy(self, r: Tensor) -> Tensor:
+        return self.pair.pair_energy(r)
+
+    def hyperparameters(self) -> dict:
+        return self.pair.hyperparameters()
+
+    def forward(self, graph: Graph) -> Tensor:
+        per_atom = self.pair(graph)
+        energy = torch.zeros(graph.n_systems, dtype=per_atom.dtype, device=per_atom.device)
+        return energy.index_add(0, graph.system, per_atom)

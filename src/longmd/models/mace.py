@@ -4,9 +4,9 @@ Two ways in, both fed longmd's batched graph directly (batched MD, ``longmd eval
 differentiable rollouts run MACE like the EGNN, with no ASE calculator in between; forces come from
 longmd's :func:`~longmd.models.base.predict`, MACE is asked for energies only):
 
-- ``MACEModel(species, channels=..., ...)`` builds a MACE with ``mace_run_train``'s defaults and longmd's
-  per-species reference energies and force scale, so ``longmd train`` trains it, with Dynamic Training or
-  conventionally (``model.name: mace``), and saves it like the EGNN;
+- :class:`MACETerm` (``mace_potential(species, preset)``) is a MACE with ``mace_run_train``'s defaults as a term
+  of a :class:`~longmd.models.potential.Potential` (longmd's reference energies and force scale), so
+  ``longmd train`` trains it, with Dynamic Training or conventionally (a ``mace`` term), and saves it;
 - ``MACEModel.from_file("mace.model")`` (or ``mace:PATH`` on the command line) wraps a model written by
   ``mace_run_train``, with its own E0s, for evaluation and simulation.
 """
@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from longmd.data.graph import Graph
 from longmd.models.base import EnergyModel
+from longmd.models.potential import Potential
 from longmd.models.reference import MAX_Z, AtomicReference
+from longmd.models.term import EnergyTerm
 
 PREFIX = "mace:"
 PRESETS = {"small": {"channels": 16}, "medium": {"channels": 64}, "large": {"channels": 128}}
@@ -49,25 +51,70 @@ def _mace_module(species: list[int], channels: int, max_L: int, r_max: float, av
     )
 
 
-class MACEModel(EnergyModel):
-    """A MACE network on longmd's graph; see the module doc for the two ways to make one."""
+def _mace_inputs(graph: Graph, index: Tensor, n_species: int) -> dict[str, Tensor]:
+    """MACE's input dict of a longmd graph (species ``index`` 0..n_species-1)."""
+    counts = torch.bincount(graph.system, minlength=graph.n_systems)
+    return {
+        "positions": graph.positions,
+        "node_attrs": nn.functional.one_hot(index, n_species).to(graph.positions.dtype),
+        "edge_index": graph.edge_index,
+        # MACE's edge vector is x[receiver] - x[sender] + shifts, longmd's x_j - x_i + S @ cell: the same.
+        "shifts": torch.einsum("ek,ekl->el", graph.shifts, graph.cell[graph.system[graph.edge_index[0]]]),
+        "unit_shifts": graph.shifts,
+        "cell": graph.cell.reshape(-1, 3),
+        "batch": graph.system,
+        "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
+    }
+
+
+class MACETerm(EnergyTerm):
+    """A MACE network built by longmd as a term: per-atom energies (E0s zero, scaled by the Potential)."""
+
+    kind = "mace"
+    scaled = True
 
     def __init__(self, species: list[int], channels: int = 32, max_L: int = 1, r_max: float = 5.0,
                  avg_num_neighbors: float = 20.0, num_interactions: int = 2, correlation: int = 3,
-                 max_ell: int = 3, module: nn.Module | None = None) -> None:
+                 max_ell: int = 3) -> None:
         super().__init__()
-        if module is None:  # built here: trainable, saved by longmd
-            species = sorted(int(z) for z in species)
-            self._hp = {"species": species, "channels": int(channels), "max_L": int(max_L), "r_max": float(r_max),
-                        "avg_num_neighbors": float(avg_num_neighbors), "num_interactions": int(num_interactions),
-                        "correlation": int(correlation), "max_ell": int(max_ell)}
-            module = _mace_module(**self._hp)
-            self.reference = AtomicReference(species)
-        else:  # a mace_run_train file: energies include its own E0s
-            for name in ("r_max", "atomic_numbers"):
-                if not hasattr(module, name):
-                    raise TypeError(f"{type(module).__name__} is not a MACE model (no {name!r})")
-            self._hp = None
+        self.n_species = len(species)
+        self._hp = {"channels": int(channels), "max_L": int(max_L), "r_max": float(r_max),
+                    "avg_num_neighbors": float(avg_num_neighbors), "num_interactions": int(num_interactions),
+                    "correlation": int(correlation), "max_ell": int(max_ell)}
+        self.module = _mace_module(sorted(int(z) for z in species), **self._hp)
+        self.cutoff = float(r_max)
+
+    @classmethod
+    def build(cls, species: list[int], **hyperparameters: Any) -> MACETerm:
+        return cls(list(species), **hyperparameters)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return dict(self._hp)
+
+    def forward(self, graph: Graph, species_index: Tensor) -> Tensor:
+        data = _mace_inputs(graph, species_index, self.n_species)
+        out = self.module(data, training=self.training, compute_force=False)
+        return out["node_energy"].to(graph.positions.dtype)
+
+
+def mace_potential(species: list[int], preset: str | None = None, **hyperparameters: Any) -> Potential:
+    """A :class:`Potential` with one ``"mace"`` term: ``small`` (16 channels), ``medium`` (64) or ``large``
+    (128, mace_run_train's default size), any keyword overridden; :class:`MACETerm`'s defaults without a preset."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"MACE: unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    reference = AtomicReference(sorted(int(z) for z in species))
+    hp = {**(PRESETS[preset] if preset else {}), **hyperparameters}
+    return Potential(reference, {"mace": MACETerm.build(reference.species, **hp)})
+
+
+class MACEModel(EnergyModel):
+    """A model written by ``mace_run_train`` on longmd's graph, energies including its own E0s."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        for name in ("r_max", "atomic_numbers"):
+            if not hasattr(module, name):
+                raise TypeError(f"{type(module).__name__} is not a MACE model (no {name!r})")
         self.module = module
         self.cutoff = float(module.r_max)
         self.species = [int(z) for z in module.atomic_numbers]
@@ -75,13 +122,6 @@ class MACEModel(EnergyModel):
         index[self.species] = torch.arange(len(self.species))
         self.register_buffer("species_index", index, persistent=False)
         self._checked: Tensor | None = None  # last `numbers` validated (as AtomicReference.index does)
-
-    @classmethod
-    def from_preset(cls, name: str, species: list[int], **overrides: Any) -> MACEModel:
-        """``small`` (16 channels), ``medium`` (64) or ``large`` (128, mace_run_train's default size)."""
-        if name not in PRESETS:
-            raise ValueError(f"MACE: unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(species, **{**PRESETS[name], **overrides})
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> MACEModel:
@@ -93,18 +133,14 @@ class MACEModel(EnergyModel):
             module = torch.load(path, map_location=device, weights_only=False)
         except Exception as exc:
             raise ValueError(f"{path}: cannot load as a MACE model ({exc}); is mace-torch installed?") from exc
-        return cls([], module=module).to(device).eval()
+        return cls(module).to(device).eval()
 
     def hyperparameters(self) -> dict[str, Any]:
-        if self._hp is None:
-            raise NotImplementedError("a mace_run_train model stays in MACE's own file format")
-        return dict(self._hp)
+        raise NotImplementedError("a mace_run_train model stays in MACE's own file format")
 
     def _species_index(self, numbers: Tensor) -> Tensor:
         """Species index of each atom. Unknown elements raise; the check reads the device once per ``numbers``
         tensor (an MD run passes the same one every step), not once per call."""
-        if self._hp is not None:
-            return self.reference.index(numbers)
         index = self.species_index[numbers]
         if numbers is not self._checked:
             if bool((index < 0).any()):
@@ -115,32 +151,15 @@ class MACEModel(EnergyModel):
 
     def forward(self, graph: Graph) -> Tensor:
         graph = graph.within(self.cutoff)  # MACE would run its tensor products on a Verlet list's skin too
-        index = self._species_index(graph.numbers)
-        dtype = graph.positions.dtype
-        n_systems = graph.cell.shape[0]
-        counts = torch.bincount(graph.system, minlength=n_systems)
-        data = {
-            "positions": graph.positions,
-            "node_attrs": nn.functional.one_hot(index, len(self.species)).to(dtype),
-            "edge_index": graph.edge_index,
-            # MACE's edge vector is x[receiver] - x[sender] + shifts, longmd's x_j - x_i + S @ cell: the same.
-            "shifts": torch.einsum("ek,ekl->el", graph.shifts, graph.cell[graph.system[graph.edge_index[0]]]),
-            "unit_shifts": graph.shifts,
-            "cell": graph.cell.reshape(-1, 3),
-            "batch": graph.system,
-            "ptr": torch.cat([counts.new_zeros(1), counts.cumsum(0)]),
-        }
-        out = self.module(data, training=self.training, compute_force=False)
-        if self._hp is None:
-            return out["energy"]
-        return self.reference(out["node_energy"].to(dtype), index, graph.system, n_systems)  # E0s are zero
+        data = _mace_inputs(graph, self._species_index(graph.numbers), len(self.species))
+        return self.module(data, training=self.training, compute_force=False)["energy"]
 
 
 def build_mace(species: list[int], channels: int = 64, max_L: int = 1, r_max: float = 5.0,
-               seed: int = 0) -> MACEModel:
-    """A seeded :class:`MACEModel` (random weights: for speed benchmarks and tests, not accuracy)."""
+               seed: int = 0) -> Potential:
+    """A seeded MACE :class:`Potential` (random weights: for speed benchmarks and tests, not accuracy)."""
     torch.manual_seed(seed)
-    return MACEModel(species, channels=channels, max_L=max_L, r_max=r_max)
+    return mace_potential(species, channels=channels, max_L=max_L, r_max=r_max)
 
 
 def load_mace(spec: str, device: str | torch.device = "cpu") -> MACEModel:

@@ -147,9 +147,13 @@ class AtomicReference(nn.Module):
         """``{Z: reference energy in eV}``."""
         return {z: float(e) for z, e in zip(self.species, self.energies.tolist())}
 
-    def forward(self, per_atom: Tensor, index: Tensor, system: Tensor, n_systems: int) -> Tensor:
-        """(B,) energies: ``scale * sum_i per_atom_i + sum_i E_ref[index_i]`` per system."""
+    def forward(
+        self, per_atom: Tensor, index: Tensor, system: Tensor, n_systems: int, unscaled: Tensor | None = None
+    ) -> Tensor:
+        """(B,) energies: ``sum_i [scale * per_atom_i + unscaled_i + E_ref[index_i]]`` per system (eV)."""
         atomic = self.scale * per_atom + self.energies[index]
+        if unscaled is not None:
+            atomic = atomic + unscaled
         return torch.zeros(n_systems, dtype=atomic.dtype, device=atomic.device).index_add(0, system, atomic)
 
 

@@ -1,5 +1,5 @@
 """Everything a training run sets up before its first epoch: the device, a validated config (and the one a
-resume keeps), the model of ``model.name``, the data and its seeded split, and the fixed validation windows.
+resume keeps), the model of ``model.terms``, the data and its seeded split, and the fixed validation windows.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from longmd.data.windows import Window
 from longmd.dynamics.cores import parse_gradient
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
-from longmd.models.base import EnergyModel
-from longmd.models.egnn import EGNN
-from longmd.models.mace import MACEModel
+from longmd.models.potential import Potential
 from longmd.models.reference import fit_reference_energies, parse_reference_energies
+from longmd.models.registry import MACE_NEEDS, TermSpecError, build_potential
 from longmd.runtime import check_device
 
 
@@ -82,21 +81,22 @@ def resume_config(saved: Config, given: Config, log) -> Config:
     return saved
 
 
-ARCHITECTURES = {"egnn": EGNN, "mace": MACEModel}
-
-
-def build_model(cfg: Config, species: list[int]) -> EnergyModel:
-    if cfg.model.name not in ARCHITECTURES:
-        known = ", ".join(ARCHITECTURES)
-        raise ConfigError(f"model.name: unknown architecture {cfg.model.name!r} (available: {known})")
+def build_model(cfg: Config, species: list[int]) -> Potential:
+    """The :class:`Potential` of ``model.terms`` (or the one-term shorthand), built by the registry."""
+    terms = cfg.model.term_list()
+    key = "model.terms" if cfg.model.terms else "model"
     try:
-        return ARCHITECTURES[cfg.model.name].from_preset(cfg.model.preset, species, **cfg.model.options)
+        return build_potential(species, [t.as_dict() for t in terms])
     except ImportError as exc:
-        raise ConfigError(f"model.name: mace needs mace-torch (pip install 'longmd[mace]'): {exc}") from exc
-    except TypeError as exc:  # an unknown constructor argument
-        unknown = re.search(r"argument '(\w+)'", str(exc))
-        key = f"model.options.{unknown.group(1)}" if unknown else "model.options"
-        raise ConfigError(f"{key}: not an option of {cfg.model.name} ({exc})") from exc
+        raise ConfigError(f"{key}: a mace term needs {MACE_NEEDS}: {exc}") from exc
+    except TermSpecError as exc:
+        where = f"model.terms[{exc.index}]" if cfg.model.terms else "model"
+        unknown = re.search(r"argument '(\w+)'", str(exc.cause))
+        if isinstance(exc.cause, TypeError) and unknown:  # an unknown constructor argument
+            raise ConfigError(f"{where}.options.{unknown.group(1)}: not an option of {exc.kind} ({exc.cause})") from exc
+        raise ConfigError(f"{where}: {exc.cause}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def reference_energies(cfg: Config, species: list[int]) -> dict[int, float] | None:
