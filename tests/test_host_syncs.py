@@ -122,3 +122,10 @@ def test_sequence_loss_reads_species_once_and_parts_lazily(syncs: SyncCounter) -
     assert syncs(lambda: parts["force_3"]) == 1 and syncs(lambda: dict(parts)) == 0  # one transfer, then cached
     assert list(parts) == [f"force_{s}" for s in range(5)]
     assert loss.item() == pytest.approx(50 * parts["force_0"] + sum(parts[f"force_{s}"] for s in range(1, 5)))
+
+
+def test_triplets_read_the_device_once(syncs: SyncCounter) -> None:
+    from longmd.calculator import atoms_to_graph
+
+    graph, _ = atoms_to_graph(crystal(), 3.0, torch.device("cpu"), torch.float64)
+    assert syncs(graph.triplets) <= 1

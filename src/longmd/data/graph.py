@@ -63,6 +63,31 @@ class Graph:
             return self
         return self.replace(edge_index=self.edge_index[:, index], shifts=self.shifts[index])
 
+    def triplet_edges(self) -> tuple[Tensor, Tensor]:
+        """Angle triplets as edge pairs ``(e_ij, e_ik)``: every ordered pair of distinct edges with the same
+        centre i, for 3-body terms (the vectors are ``edge_vectors()[e_ij]``, ``[e_ik]``, images included).
+
+        Vectorised; the number of triplets, sum_i c_i (c_i - 1) over the edge counts c_i, is the one value
+        read from the device. Ordered by centre, then e_ij, then e_ik (edge order within a centre).
+        """
+        centre = self.edge_index[0]
+        order = torch.argsort(centre, stable=True)  # edges grouped by centre
+        counts = torch.bincount(centre, minlength=self.n_atoms)
+        group_start = (torch.cumsum(counts, 0) - counts)[centre[order]]  # of each sorted edge's centre group
+        partners = (counts - 1).clamp(min=0)[centre[order]]  # triplets with each sorted edge as e_ij
+        n = int(partners.sum())  # the host read
+        ij = torch.repeat_interleave(torch.arange(len(order), device=centre.device), partners, output_size=n)
+        local = torch.arange(n, device=centre.device) - (torch.cumsum(partners, 0) - partners)[ij]
+        rank = ij - group_start[ij]  # e_ij's place in its group; e_ik runs over the others
+        ik = group_start[ij] + local + (local >= rank).long()
+        return order[ij], order[ik]
+
+    def triplets(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Angle triplets as atom indices ``(j, i, k)``: centre i, neighbours j and k through distinct edges
+        (see :meth:`triplet_edges`, whose edge pairs also give the periodic images)."""
+        e_ij, e_ik = self.triplet_edges()
+        return self.edge_index[1, e_ij], self.edge_index[0, e_ij], self.edge_index[1, e_ik]
+
     def replace(self, **changes: Tensor) -> Graph:
         """A copy with some fields replaced (e.g. new positions during a rollout)."""
         return replace(self, **changes)
