@@ -1,0 +1,210 @@
+"""Potential = reference energies + named terms: the physics of a composed EGNN + Lennard-Jones potential, the
+one-term EGNN bit for bit as the code before terms (33872b7), old files, and training one through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import make_supercell
+from scipy.spatial.transform import Rotation
+
+from longmd.models.base import predict
+from longmd.models.egnn import egnn_potential
+from longmd.models.io import load_model, save_model
+from longmd.models.lj import LennardJones
+from longmd.models.potential import Potential
+from longmd.models.registry import build_potential
+from test_egnn import graph_of, random_periodic
+
+DATA = Path(__file__).parent / "data"
+SRC = Path(__file__).parents[1] / "src"
+SPECIES = [1, 6, 8]
+REFERENCE = {1: -1.5, 6: -7.25, 8: -4.0}
+LJ = {"epsilon": 0.05, "sigma": 1.0, "cutoff": 3.5, "r_switch": 3.0, "trainable": True}
+
+
+def egnn_lj() -> Potential:
+    model = build_potential(SPECIES, [
+        {"name": "egnn", "options": {"hidden": 8, "n_rff": 6, "n_layers": 2, "cutoff": 3.0}},
+        {"name": "lj", "options": LJ},
+    ]).double()  # fmt: skip
+    model.set_reference_energies(REFERENCE)
+    model.set_scale(0.7)
+    return model
+
+
+def energy_forces(model, atoms_list: list[Atoms], cutoff: float = 3.5) -> tuple[np.ndarray, np.ndarray]:
+    p = predict(model, graph_of(atoms_list, cutoff))
+    return p.energy.numpy(), p.forces.numpy()
+
+
+def unhex(values):
+    return np.array([[float.fromhex(x) for x in row] for row in values]) if isinstance(values[0], list) else \
+        np.array([float.fromhex(x) for x in values])
+
+
+def test_one_egnn_term_is_bit_for_bit_the_egnn_of_33872b7() -> None:
+    """Same seeded initial parameters (same RNG order), energies and forces, with tolerance 0 in float64."""
+    old = json.loads((DATA / "egnn_33872b7.json").read_text())
+    torch.manual_seed(0)
+    model = egnn_potential(SPECIES, preset="small", seed=5).double()
+    model.set_reference_energies(REFERENCE)
+    model.set_scale(0.7)
+    state = model.state_dict()
+    for key, (total, first, last) in old["params"].items():
+        new = state[key if key.startswith("reference.") else f"terms.egnn.{key}"]
+        assert [float(new.sum()).hex(), float(new.flatten()[0]).hex(), float(new.flatten()[-1]).hex()] == \
+            [total, first, last], key
+    assert len(state) == len(old["params"])
+    p = predict(model, graph_of([random_periodic(6, 1), random_periodic(5, 3)], cutoff=5.0))
+    assert np.array_equal(p.energy.numpy(), unhex(old["energy"]))
+    assert np.array_equal(p.forces.numpy(), unhex(old["forces"]))
+
+
+def test_a_file_written_by_33872b7_loads_as_a_potential() -> None:
+    old = json.loads((DATA / "egnn_33872b7.json").read_text())["old_file"]
+    model = load_model(DATA / "egnn_33872b7.pt")
+    assert isinstance(model, Potential) and model.term_names == ["egnn"] and model.species == [1, 8]
+    assert model.reference.reference_energies() == {1: -1.25, 8: -3.5}
+    atoms = random_periodic(5, 4)
+    atoms.numbers[:] = [1, 8, 1, 8, 1]
+    e, f = energy_forces(model, [atoms], cutoff=3.0)
+    assert e[0] == float.fromhex(old["energy"]) and np.array_equal(f, unhex(old["forces"]))
+
+
+def test_an_old_lennard_jones_file_loads(tmp_path) -> None:
+    """Format 1 as the old save_model wrote it for LennardJones (state keys 'epsilon', 'sigma')."""
+    hp = {"epsilon": 0.05, "sigma": 1.6, "cutoff": 3.5, "r_switch": 3.0, "trainable": False}
+    f64 = torch.float64
+    torch.save({"format_version": 1, "class": "lj", "hyperparameters": hp, "dtype": "float64", "metadata": "{}",
+                "state_dict": {"epsilon": torch.tensor(0.05, dtype=f64), "sigma": torch.tensor(1.6, dtype=f64)}},
+               tmp_path / "lj.pt")
+    model = load_model(tmp_path / "lj.pt")
+    assert isinstance(model, LennardJones)
+    atoms = random_periodic(5)
+    assert np.array_equal(energy_forces(model, [atoms])[0], energy_forces(LennardJones(**hp), [atoms])[0])
+
+
+def test_energy_is_the_sum_of_the_terms_and_references() -> None:
+    model = egnn_lj()
+    assert model.term_names == ["egnn", "lj"] and model.cutoff == 3.5
+    assert model.term("egnn").scaled and not model.term("lj").scaled
+    atoms = random_periodic(6)
+    graph = graph_of([atoms], cutoff=3.5)
+    index = model.reference.index(graph.numbers)
+    ref = sum(REFERENCE[int(z)] for z in atoms.numbers)
+    with torch.no_grad():
+        egnn = model.term("egnn")(graph.within(3.0), index).sum()
+        lj = LennardJones(**LJ)(graph)[0]
+        total = float(model(graph)[0])
+    assert total == pytest.approx(float(0.7 * egnn + lj + ref), rel=1e-12)
+    assert abs(float(lj)) > 1e-3  # the prior matters at these distances
+    assert "lj" in model.summary() and "egnn" in model.summary()
+
+
+def test_forces_are_minus_gradient_by_finite_differences() -> None:
+    model = egnn_lj()
+    atoms = random_periodic(5)
+    _, forces = energy_forces(model, [atoms])
+    h = 1e-5
+    for a, c in [(0, 0), (2, 1), (4, 2)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[a, c] += h
+        minus.positions[a, c] -= h
+        fd = -(energy_forces(model, [plus])[0][0] - energy_forces(model, [minus])[0][0]) / (2 * h)
+        assert forces[a, c] == pytest.approx(fd, rel=1e-6, abs=1e-6)
+
+
+def test_rotation_translation_permutation_invariance_and_periodic_images() -> None:
+    model = egnn_lj()
+    atoms = random_periodic(6)
+    e0, f0 = energy_forces(model, [atoms])
+    rot = Rotation.from_euler("xyz", [0.3, -1.1, 2.0]).as_matrix()
+    moved = atoms.copy()
+    moved.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
+    moved.positions = atoms.positions @ rot.T + np.array([0.4, -2.0, 1.3])
+    e1, f1 = energy_forces(model, [moved])
+    np.testing.assert_allclose(e1, e0, rtol=1e-12)
+    np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-10)
+    perm = np.random.default_rng(0).permutation(len(atoms))
+    e2, f2 = energy_forces(model, [atoms[perm]])
+    np.testing.assert_allclose(e2, e0, rtol=1e-12)
+    np.testing.assert_allclose(f2, f0[perm], atol=1e-10)
+    shifted = atoms.copy()
+    shifted.positions += np.array([[1, -2, 0], [0, 1, 1], [3, 0, 0], [0, 0, -1], [1, 1, 1], [0, 2, 0]]) @ atoms.cell
+    np.testing.assert_allclose(energy_forces(model, [shifted])[0], e0, rtol=1e-12)
+    double = make_supercell(atoms, np.diag([2, 1, 1]))  # extensive: twice the atoms, twice the energy
+    e3, f3 = energy_forces(model, [double])
+    np.testing.assert_allclose(e3, 2 * e0, rtol=1e-12)
+    np.testing.assert_allclose(f3[: len(atoms)], f0, atol=1e-10)
+
+
+def test_batched_equals_one_by_one() -> None:
+    model = egnn_lj()
+    systems = [random_periodic(6, 1), random_periodic(4, 2), random_periodic(5, 3)]
+    e, f = energy_forces(model, systems)
+    one = [energy_forces(model, [s]) for s in systems]
+    np.testing.assert_allclose(e, [o[0][0] for o in one], rtol=1e-12)
+    np.testing.assert_allclose(f, np.concatenate([o[1] for o in one]), atol=1e-12)
+
+
+def test_save_load_round_trip_is_bit_identical(tmp_path) -> None:
+    model = egnn_lj()
+    with torch.no_grad():
+        model.term("lj").epsilon.mul_(1.3)  # as if trained: the file must keep the current ε
+    loaded = load_model(save_model(model, tmp_path / "m.pt"))
+    assert loaded.hyperparameters() == model.hyperparameters() and loaded.term_names == ["egnn", "lj"]
+    atoms = [random_periodic(6)]
+    e0, f0 = energy_forces(model, atoms)
+    e1, f1 = energy_forces(loaded, atoms)
+    assert np.array_equal(e0, e1) and np.array_equal(f0, f1)
+
+
+def test_parameters_of_select_terms_by_name() -> None:
+    model = egnn_lj()
+    lj, egnn = model.parameters_of(["lj"]), model.parameters_of(["egnn"])
+    assert {id(p) for p in lj} == {id(model.term("lj").epsilon), id(model.term("lj").sigma)}
+    assert not {id(p) for p in lj} & {id(p) for p in egnn}
+    assert {id(p) for p in lj + egnn} == {id(p) for p in model.parameters()}
+    with pytest.raises(KeyError, match="no energy term 'zbl'"):
+        model.parameters_of(["zbl"])
+
+
+def test_egnn_plus_lj_trains_through_the_cli_and_reloads(emt_data, tmp_path) -> None:
+    out = tmp_path / "run"
+    terms = ("model.terms=[{name: egnn, preset: small, options: {hidden: 8, n_rff: 8, n_layers: 1}}, "
+             "{name: lj, options: {epsilon: 0.02, sigma: 2.3, cutoff: 4.0, r_switch: 3.5, trainable: true}}]")
+    sets = [terms, f"data.paths=[{emt_data}]", "data.split=time_blocks", "data.val_fraction=0.25",
+            "data.test_fraction=0.25", "training.s_max=2", "training.max_epochs_per_s=1", "training.val_length=4",
+            "training.val_windows=1", "training.windows_per_epoch=4", "training.batch_size=4",
+            "training.progress=false", "training.dtype=float64"]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "longmd", "train", "--out", str(out), *[a for s in sets for a in ("--set", s)]]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = load_model(out / "best.pt")
+    assert isinstance(model, Potential) and model.term_names == ["egnn", "lj"] and model.species == [29, 79]
+    assert float(model.term("lj").epsilon) != 0.02  # the prior's ε trained too
+    atoms = random_periodic(6)
+    atoms.numbers[:] = 29
+    assert np.isfinite(energy_forces(model, [atoms], cutoff=5.0)[0]).all()
+
+
+def test_config_rejects_unknown_term_keys_and_mixed_forms() -> None:
+    from longmd.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"model.terms\[0\]: unknown key 'optoins'"):
+        load_config(None, ["model.terms=[{name: egnn, optoins: {}}]"])
+    with pytest.raises(ConfigError, match="model.terms and model.preset both given"):
+        load_config(None, ["model.terms=[{name: egnn}]", "model.preset=paper"])
+    cfg = load_config(None, ["model.preset=paper"])
+    assert [t.as_dict() for t in cfg.model.term_list()] == [
+        {"name": "egnn", "kind": "egnn", "preset": "paper", "options": {}}]
