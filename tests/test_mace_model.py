@@ -19,6 +19,7 @@ from e3nn import o3  # noqa: E402  (installed with mace-torch)
 from mace.calculators import MACECalculator  # noqa: E402
 
 from longmd.models.mace import MACEModel, build_mace, load_mace  # noqa: E402
+from longmd.models.potential import Potential  # noqa: E402
 
 SPECIES = [1, 29, 79]
 
@@ -128,7 +129,7 @@ def test_dynamic_training_of_mace_and_reload(emt_data, tmp_path) -> None:
     assert all(np.isfinite(r["val_mepa"]) for r in result.records)
     assert result.records[-1]["val_mepa"] < result.records[0]["val_mepa"]  # it learns
     model = load_model(result.best_model)
-    assert isinstance(model, MACEModel) and model.hyperparameters()["channels"] == 4
+    assert isinstance(model, Potential) and model.term("mace").hyperparameters()["channels"] == 4
     graph = _graph([_emt_atoms(emt_data)], model.cutoff)
     trainer_model = load_model(tmp_path / "run" / "best.pt")
     assert torch.equal(predict(model, graph).forces, predict(trainer_model, graph).forces)
