@@ -192,7 +192,7 @@ def test_egnn_plus_lj_trains_through_the_cli_and_reloads(emt_data, tmp_path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     model = load_model(out / "best.pt")
     assert isinstance(model, Potential) and model.term_names == ["egnn", "lj"] and model.species == [29, 79]
-    assert float(model.term("lj").epsilon) != 0.02  # the prior's ε trained too
+    assert float(model.term("lj").epsilon.detach()) != 0.02  # the prior's ε trained too
     atoms = random_periodic(6)
     atoms.numbers[:] = 29
     assert np.isfinite(energy_forces(model, [atoms], cutoff=5.0)[0]).all()
@@ -208,3 +208,24 @@ def test_config_rejects_unknown_term_keys_and_mixed_forms() -> None:
     cfg = load_config(None, ["model.preset=paper"])
     assert [t.as_dict() for t in cfg.model.term_list()] == [
         {"name": "egnn", "kind": "egnn", "preset": "paper", "options": {}}]
+
+
+def test_a_stage_training_only_the_prior_leaves_the_egnn_bit_for_bit(emt_data, tmp_path) -> None:
+    from conftest import tiny_training_config
+    from longmd.training.trainer import Trainer
+
+    terms = ("model.terms=[{name: egnn, options: {hidden: 8, n_rff: 8, n_layers: 1}}, "
+             "{name: lj, options: {epsilon: 0.02, sigma: 2.3, cutoff: 4.0, r_switch: 3.5, trainable: true}}]")
+    stage = "training.stages=[{name: prior, train: [lj], mode: conventional, max_epochs: 1}]"
+
+    def trainer(out: str) -> Trainer:
+        cfg = tiny_training_config(emt_data, tmp_path / out, "model.options={}", terms, stage,
+                                   "training.batch_size=4", "training.val_windows=1")
+        return Trainer(cfg, log=lambda *_: None)
+
+    initial, trained = trainer("init").model, trainer("run")
+    trained.run()
+    for name in ("egnn", "lj"):
+        same = [torch.equal(a, b) for a, b in zip(initial.parameters_of([name]),
+                                                  trained.model.parameters_of([name]), strict=True)]
+        assert all(same) if name == "egnn" else not all(same), name

@@ -66,6 +66,6 @@ def test_stage_errors_name_the_key(emt_data, tmp_path) -> None:
         cfg = tiny_training_config(emt_data, tmp_path / "x", override)
         with pytest.raises(ConfigError, match=message):
             resolve_stages(cfg)
-    with pytest.raises(ConfigError, match="needs a model with named terms"):
-        Trainer(tiny_training_config(emt_data, tmp_path / "y", "training.stages=[{name: a, train: [egnn]}]"),
+    with pytest.raises(ConfigError, match="no energy term 'zbl'"):
+        Trainer(tiny_training_config(emt_data, tmp_path / "y", "training.stages=[{name: a, train: [zbl]}]"),
                 log=lambda *_: None)
