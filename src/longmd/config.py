@@ -314,6 +314,13 @@ def describe() -> str:
                 value = yaml.safe_dump(getattr(getattr(cfg, f.name), sub.name), default_flow_style=True).strip()
                 value = value.removesuffix("\n...").removesuffix("...").strip()
                 lines.append(f"  {sub.name}: {value}  # {sub.metadata['doc']}")
+                item = get_args(get_type_hints(_SECTIONS[f.name])[sub.name])
+                if item and dataclasses.is_dataclass(item[0]):  # a list of mappings: document their keys
+                    example = item[0]()
+                    for key in fields(item[0]):
+                        default = yaml.safe_dump(getattr(example, key.name), default_flow_style=True)
+                        default = default.strip().removesuffix("...").strip()
+                        lines.append(f"  #   {key.name}: {default}  # {key.metadata['doc']}")
         else:
             lines.append(f"{f.name}: {getattr(cfg, f.name)}  # {f.metadata['doc']}")
     return "\n".join(lines)
