@@ -151,3 +151,19 @@ def test_commands_open_mace_files_by_spec(mace_file) -> None:
     assert isinstance(open_model(f"mace:{mace_file}"), MACEModel)
     with pytest.raises(NotImplementedError, match="MACE's own file format"):
         models["tiny"].hyperparameters()
+
+
+def test_a_format_1_mace_file_loads_as_a_potential(tmp_path) -> None:
+    """The old save_model wrote class 'mace' with the MACEModel's keys ('module.*', 'reference.*')."""
+    from longmd.models.io import load_model
+
+    model = build_mace(SPECIES, channels=4).double()
+    model.set_reference_energies({1: -1.0, 29: -3.0, 79: -2.0})
+    hp = {"species": model.species, **model.term("mace").hyperparameters()}
+    state = {k.removeprefix("terms.mace."): v for k, v in model.state_dict().items()}
+    torch.save({"format_version": 1, "class": "mace", "hyperparameters": hp, "dtype": "float64", "metadata": "{}",
+                "state_dict": state}, tmp_path / "old.pt")
+    loaded = load_model(tmp_path / "old.pt")
+    assert isinstance(loaded, Potential) and loaded.term_names == ["mace"]
+    graph = _graph(_systems()[:1], model.cutoff)
+    assert torch.equal(predict(model.eval(), graph).energy, predict(loaded, graph).energy)
