@@ -102,7 +102,7 @@ def test_a_foreign_torch_file_gives_one_line(tmp_path) -> None:
 def test_flipped_bit_in_the_weights_is_refused_and_old_files_still_load(tmp_path) -> None:
     model = _model()
     path = save_model(model, tmp_path / "m.pt")
-    weight = model.state_dict()["embedding.weight"].detach().contiguous().numpy().tobytes()
+    weight = model.state_dict()["terms.egnn.embedding.weight"].detach().contiguous().numpy().tobytes()
     raw = bytearray(path.read_bytes())
     at = bytes(raw).find(weight)
     assert at >= 0  # torch stores tensors uncompressed

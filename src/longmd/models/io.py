@@ -120,6 +120,9 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("class", "hyperparameters", "state_dict") if k not in keys]
     if missing:
         raise ValueError(f"{path}: not a longmd model file (missing keys {missing})")
+    if "sha256" in payload and weights_checksum(payload["state_dict"]) != payload["sha256"]:
+        raise ValueError(f"{path}: corrupt model file: the weights do not match the checksum stored when it was "
+                         "saved (damaged copy or disk?); use another copy")
     version = payload.get("format_version", 1)
     if version == 1 and payload["class"] in LEGACY_CLASSES:
         payload = _upgrade_format_1(payload)
@@ -127,9 +130,6 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: unknown model class {payload['class']!r}; known: {sorted(MODEL_CLASSES)}")
     if version not in (1, FORMAT_VERSION):
         raise ValueError(f"{path}: model file format {version!r}; this longmd reads 1 and {FORMAT_VERSION}")
-    if "sha256" in payload and weights_checksum(payload["state_dict"]) != payload["sha256"]:
-        raise ValueError(f"{path}: corrupt model file: the weights do not match the checksum stored when it was "
-                         "saved (damaged copy or disk?); use another copy")
     return payload
 
 
