@@ -229,3 +229,14 @@ def test_a_stage_training_only_the_prior_leaves_the_egnn_bit_for_bit(emt_data, t
         same = [torch.equal(a, b) for a, b in zip(initial.parameters_of([name]),
                                                   trained.model.parameters_of([name]), strict=True)]
         assert all(same) if name == "egnn" else not all(same), name
+
+
+def test_an_unknown_term_option_is_named_with_its_term() -> None:
+    from longmd.config import ConfigError, load_config
+    from longmd.training.setup import build_model
+
+    cfg = load_config(None, ["model.terms=[{name: egnn, options: {hidden: 4}}, {name: lj, options: {sgima: 2}}]"])
+    with pytest.raises(ConfigError, match=r"model.terms\[1\].options.sgima: not an option of lj"):
+        build_model(cfg, [1])
+    with pytest.raises(ConfigError, match=r"model.terms\[0\]: .*unknown preset 'huge'"):
+        build_model(load_config(None, ["model.terms=[{name: egnn, preset: huge}]"]), [1])
