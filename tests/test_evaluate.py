@@ -299,3 +299,22 @@ def test_structure_scores_are_judged_against_the_reference_noise_floor(trajector
     assert lj["hr_mae"] > 2 * floor["hr_mae"] and lj["within_noise"]["hr_mae"] is False
     report = (tmp_path / "report.md").read_text()
     assert "reference (noise floor)" in report and "within noise" in report
+
+
+def test_without_split_the_trajectories_a_model_was_trained_on_are_named(emt_data, trajectories, tmp_path,
+                                                                        capsys) -> None:
+    """A model file inside a run directory: evaluate without --split warns which trajectories it trained on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    split = split_by_trajectory(trajectories, 0.25, 0.25, seed=1)
+    split.save(run / "split.json")
+    save_model(wrong_lj(), run / "best.pt")
+    args = ["evaluate", "--data", str(emt_data), "--model", str(run / "best.pt"), "--parts", "frames",
+            "--frames", "4", "--no-progress", "--threads", "1"]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 0
+    warning = capsys.readouterr().err
+    trained = [trajectories[t].name for t in sorted(set(split.subsets["train"]) | set(split.subsets["val"]))]
+    assert "no --split given" in warning and all(name in warning for name in trained)
+    assert f"--split {run / 'split.json'}" in warning
+    assert main([*args, "--split", str(run / "split.json"), "--out", str(tmp_path / "eval2")]) == 0
+    assert "no --split given" not in capsys.readouterr().err

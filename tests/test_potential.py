@@ -196,6 +196,12 @@ def test_egnn_plus_lj_trains_through_the_cli_and_reloads(emt_data, tmp_path) -> 
     atoms = random_periodic(6)
     atoms.numbers[:] = 29
     assert np.isfinite(energy_forces(model, [atoms], cutoff=5.0)[0]).all()
+    sim = [sys.executable, "-m", "longmd", "simulate", str(out / "best.pt"), f"{emt_data}@0", "--steps", "20",
+           "--replicas", "2", "--out", str(tmp_path / "md")]
+    done = subprocess.run(sim, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "md" / "summary.json").read_text())
+    assert summary["steps"] == 20 and summary["status"] == ["ok", "ok"]  # the composed potential simulates
 
 
 def test_config_rejects_unknown_term_keys_and_mixed_forms() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 
 from longmd.data.splits import Split
 from longmd.evaluation.core import evaluate
+from longmd.evaluation.heldout import trained_on
 from longmd.evaluation.options import EvalOptions, TrackedPair, paper_scale
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
@@ -91,6 +93,8 @@ def evaluate_cli(args: Any) -> int:
     trajectories = read_trajectories([resolve(p) for p in args.data], timestep_fs=getattr(args, "timestep_fs", None),
                                      **keys)
     test = Split.load(args.split) if args.split else None
+    if test is None:
+        _warn_trained_on(args.model, trajectories)
     options = options_from_args(args, trajectories[0].timestep_fs)
     models = load_models(args.model, args.name, options.device, getattr(args, "ase_cutoff", None) or 5.0)
     specs = {name: spec for name, spec in zip(models, args.model)}
@@ -99,6 +103,18 @@ def evaluate_cli(args: Any) -> int:
     print(summary(metrics))
     print(f"\nresults in {args.out}/ (report.md, metrics.json, {len(metrics['plots'])} plots)")
     return 0
+
+
+def _warn_trained_on(specs: list[str], trajectories) -> None:
+    """Without --split every trajectory is scored as held out: say which ones a model was trained on."""
+    for spec in specs:
+        found = trained_on(spec, trajectories)
+        if found and found[1]:
+            path, names = found
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            print(f"warning: no --split given, so all {len(trajectories)} trajectories are scored as held-out data, "
+                  f"but {spec} was trained or validated on {len(names)} of them ({shown}; {path}); pass "
+                  f"--split {path} to score its test trajectories only", file=sys.stderr)
 
 
 def summary(metrics: Mapping) -> str:

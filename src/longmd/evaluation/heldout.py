@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -166,3 +167,18 @@ def _pair_distances(held: HeldOut, pairs: list[tuple[int, int]]) -> list[np.ndar
         f = held.block(t)
         out.append(tracked_distances(tr.positions[f], pairs, tr.cell[f], tr.pbc))
     return out
+
+
+def trained_on(model_spec: str, trajectories: Sequence[Trajectory]) -> tuple[Path, list[str]] | None:
+    """The trajectories of ``trajectories`` a model was trained or validated on, from the ``split.json`` of the
+    run directory that holds its file (None when there is none or it was made for other data)."""
+    path = Path(model_spec).parent / "split.json"
+    if ":" in model_spec.split("/")[0] or not path.is_file():
+        return None
+    try:
+        split = Split.load(path)
+        split.check(list(trajectories))
+    except (ValueError, KeyError, OSError):
+        return None
+    used = sorted(set(split.subsets.get("train", {})) | set(split.subsets.get("val", {})))
+    return path, [trajectories[t].name for t in used]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import resource
+import sys
 from pathlib import Path
+
+import torch
 
 from longmd.atomic import atomic_write_text
 
@@ -106,3 +110,11 @@ def summary_table(records: list[dict]) -> str:
         best = min(at_s, key=lambda r: r["val_mepa"] if math.isfinite(r["val_mepa"]) else math.inf)
         rows.append(f"| {s} | {len(at_s)} | {best['val_mepa']:.4f} | {best['epoch']} |")
     return "\n".join(rows)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process (CUDA: allocated on ``device``), MB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
-import pickle
 import random
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from longmd.analysis.rollout_test import RolloutErrors
-from longmd.atomic import atomic_torch_save, atomic_write_text
+from longmd.atomic import atomic_write_text
 from longmd.config import Config, ConfigError, config_from_dict, save_config
 from longmd.data.batching import collate_windows
 from longmd.data.reference_neighbors import ReferenceNeighbors
@@ -50,9 +47,10 @@ from longmd.models.stride import StridePredictor
 from longmd.progress import bars_disabled
 from longmd.runtime import set_threads
 from longmd.training import distributed
+from longmd.training.checkpoints import caps_raised, read_checkpoint, restore_checkpoint, write_checkpoint
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings, rollout_loss
-from longmd.training.run_log import RunLog, plot_learning_curve, summary_table
+from longmd.training.run_log import RunLog, peak_memory_mb, plot_learning_curve, summary_table
 from longmd.training.setup import (
     all_frames,
     build_model,
@@ -83,13 +81,6 @@ class TrainResult:
     records: list[dict]
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 class Trainer:
     """Train a model as ``cfg`` says, in the run directory ``cfg.out``."""
 
@@ -99,21 +90,15 @@ class Trainer:
         # Epoch lines are flushed at once, so logs redirected to a file (nohup, SLURM) follow the run.
         log = log or functools.partial(print, flush=True)
         self.log = log = log if self.main else _quiet
-        checkpoint_path = self.out / "checkpoint.pt"
         self.checkpoint = None
         caps = (cfg.training.s_max, cfg.training.max_epochs_per_s)
         if resume:
-            if not checkpoint_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.out}")
-            try:
-                self.checkpoint = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
-            except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-                raise ValueError(f"--resume: {checkpoint_path} is unreadable (truncated or corrupt?): {exc}") from exc
-            saved = config_from_dict(self.checkpoint["config"], str(checkpoint_path))
+            self.checkpoint = read_checkpoint(self.out)
+            saved = config_from_dict(self.checkpoint["config"], str(self.out / "checkpoint.pt"))
             caps = (saved.training.s_max, saved.training.max_epochs_per_s)
             cfg = resume_config(saved, cfg, log)
         self.finished = None if self.checkpoint is None else self.checkpoint.get("finished")
-        self.nothing_to_do = bool(self.finished) and not _caps_raised(caps, cfg, self.finished)
+        self.nothing_to_do = bool(self.finished) and not caps_raised(caps, cfg, self.finished)
         validate_config(cfg)
         self.cfg = cfg
         self.stages = resolve_stages(cfg)
@@ -168,7 +153,8 @@ class Trainer:
         self.stage_started = 0  # epoch at which the current stage began
         self._start_stage(int(self.checkpoint.get("stage", 0)) if self.checkpoint is not None else 0)
         if self.checkpoint is not None:
-            self._restore(self.checkpoint)
+            restore_checkpoint(self, self.checkpoint)
+            log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
         distributed.broadcast_module(self.model)  # identical already (same seed or checkpoint); made certain
         self.run_log = RunLog(self.out, keep=self.epoch if self.checkpoint is not None else 0,
                               write=self.main and not self.nothing_to_do)
@@ -339,7 +325,7 @@ class Trainer:
             decision = self.curriculum.update(val, lr)
             record = {
                 "epoch": self.epoch, "S": s, "lr": lr, "train_loss": train_loss, "val_mepa": val,
-                "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": _peak_memory_mb(self.device),
+                "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": peak_memory_mb(self.device),
                 "improved": decision.improved,
                 **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
                 **({"stage": self.stage.name} if len(self.stages) > 1 else {}),
@@ -422,49 +408,8 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         """Rank 0 writes; every rank waits until the file is complete (so any restart finds it)."""
         if self.main:
-            self._write_checkpoint()
+            write_checkpoint(self)
         distributed.barrier()
-
-    def _write_checkpoint(self) -> None:
-        state = {
-            "config": self.cfg.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "curriculum": self.curriculum.state_dict(),
-            "sampler": self.sampler.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": self.epoch,
-            "best": self.best,
-            "stage": self.stage_index,
-            "stage_started": self.stage_started,
-            "finished": self.finished,  # why the last stage stopped, once training has finished
-        }
-        atomic_torch_save(state, self.out / "checkpoint.pt")
-
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.curriculum.load_state_dict(state["curriculum"])
-        self.sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch = int(state["epoch"])
-        self.best = dict(state["best"])
-        self.stage_started = int(state.get("stage_started", 0))
-        self.log(f"resumed from {self.out / 'checkpoint.pt'} at epoch {self.epoch}, S={self.curriculum.s}")
-
-
-def _caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> bool:
-    """Whether a resume raised the cap that ended a finished run: ``s_max``, or ``max_epochs_per_s`` when
-    that stop applied (``finished`` is the curriculum's reason)."""
-    s_max, per_s = caps
-    t = cfg.training
-    if t.mode != "conventional" and t.s_max > s_max:
-        return True
-    raised = per_s is not None and (t.max_epochs_per_s is None or t.max_epochs_per_s > per_s)
-    return finished.startswith("max_epochs_per_s") and raised
-
 
 def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks other than 0."""

@@ -1,0 +1,72 @@
+"""The training checkpoint: everything a run needs to continue bit for bit, written atomically each epoch.
+
+Model, optimiser, scheduler, curriculum, sampler and torch RNG states, the epoch, the best result of the stage,
+the stage and where it started, and (once training has finished) why it stopped.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from longmd.atomic import atomic_torch_save
+from longmd.config import Config
+
+NAME = "checkpoint.pt"
+
+
+def read_checkpoint(out: Path) -> dict[str, Any]:
+    """The checkpoint in run directory ``out``; one-line errors when it is missing or unreadable."""
+    path = out / NAME
+    if not path.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out}")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"--resume: {path} is unreadable (truncated or corrupt?): {exc}") from exc
+
+
+def write_checkpoint(trainer) -> Path:
+    """Write ``trainer``'s state to its run directory (atomically)."""
+    state = {
+        "config": trainer.cfg.to_dict(),
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "curriculum": trainer.curriculum.state_dict(),
+        "sampler": trainer.sampler.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "epoch": trainer.epoch,
+        "best": trainer.best,
+        "stage": trainer.stage_index,
+        "stage_started": trainer.stage_started,
+        "finished": trainer.finished,  # why the last stage stopped, once training has finished
+    }
+    return atomic_torch_save(state, trainer.out / NAME)
+
+
+def restore_checkpoint(trainer, state: dict[str, Any]) -> None:
+    """Put a checkpoint's state back into ``trainer`` (its stage already started)."""
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.curriculum.load_state_dict(state["curriculum"])
+    trainer.sampler.set_state(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    trainer.epoch = int(state["epoch"])
+    trainer.best = dict(state["best"])
+    trainer.stage_started = int(state.get("stage_started", 0))
+
+
+def caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> bool:
+    """Whether a resume raised the cap that ended a finished run: ``s_max``, or ``max_epochs_per_s`` when
+    that stop applied (``finished`` is the curriculum's reason)."""
+    s_max, per_s = caps
+    t = cfg.training
+    if t.mode != "conventional" and t.s_max > s_max:
+        return True
+    raised = per_s is not None and (t.max_epochs_per_s is None or t.max_epochs_per_s > per_s)
+    return finished.startswith("max_epochs_per_s") and raised
