@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_training_config
 from longmd.config import ConfigError, load_config
 from longmd.models.io import load_model
-from longmd.training import trainer as trainer_module
+from longmd.training import window_rollouts
 from longmd.training.trainer import Trainer, TrainingDiverged, train
 
 
@@ -82,13 +82,13 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(emt_data, tmp_path, 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(emt_data, tmp_path, monkeypatch) -> None:
     cfg = _config(emt_data, tmp_path / "run", "training.s_max=1", "training.max_epochs=3")
     trainer = Trainer(cfg, log=lambda *_: None)
-    original = trainer_module.rollout_loss
+    original = window_rollouts.rollout_loss
 
     def poisoned(*args, **kwargs):
         loss, parts = original(*args, **kwargs)
         return (loss * math.nan if trainer.epoch == 1 else loss), parts
 
-    monkeypatch.setattr(trainer_module, "rollout_loss", poisoned)
+    monkeypatch.setattr(window_rollouts, "rollout_loss", poisoned)
     with pytest.raises(TrainingDiverged, match="non-finite loss at S=1, epoch 1"):
         trainer.run()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

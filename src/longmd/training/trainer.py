@@ -35,11 +35,6 @@ from longmd.config import Config, ConfigError, config_from_dict, save_config
 from longmd.data.batching import collate_windows
 from longmd.data.reference_neighbors import ReferenceNeighbors
 from longmd.data.windows import Window
-from longmd.dynamics.cores import ForceField, LearnedStride
-from longmd.dynamics.neighbor_policy import GivenNeighbors
-from longmd.dynamics.propagator import Propagator, build_integrator
-from longmd.dynamics.rollout import rollout
-from longmd.dynamics.state import MDState
 from longmd.models.base import EnergyModel
 from longmd.models.io import load_model, save_model
 from longmd.models.reference import init_reference
@@ -49,7 +44,7 @@ from longmd.runtime import set_threads
 from longmd.training import distributed
 from longmd.training.checkpoints import caps_raised, read_checkpoint, restore_checkpoint, write_checkpoint
 from longmd.training.curriculum import Curriculum
-from longmd.training.losses import LossSettings, rollout_loss
+from longmd.training.losses import LossSettings
 from longmd.training.run_log import RunLog, peak_memory_mb, plot_learning_curve, summary_table
 from longmd.training.setup import (
     all_frames,
@@ -65,6 +60,7 @@ from longmd.training.setup import (
 )
 from longmd.training.stages import Stage, resolve_stages, trainable_parameters
 from longmd.training.validation import Validation
+from longmd.training.window_rollouts import window_loss
 
 
 class TrainingDiverged(RuntimeError):
@@ -205,35 +201,12 @@ class Trainer:
     def train_windows(self, s: int) -> list[Window]:
         return self.split.windows("train", self.trajectories, s, stride=self.t.window_stride)
 
-    def propagator(self, edges: list, gradient: str) -> Propagator:
-        """The NVE integrator of a training rollout: velocity Verlet on the model's forces with the reference
-        neighbour lists, or the model's own learned stride."""
-        if isinstance(self.model, StridePredictor):
-            neighbors = GivenNeighbors(edges, update_every=self.t.neighbor_update_every) if self.model.cutoff else None
-            return build_integrator(LearnedStride(self.model, neighbors, gradient), self.timestep_fs)
-        neighbors = GivenNeighbors(edges, update_every=self.t.neighbor_update_every)
-        return build_integrator(ForceField(self.model, neighbors, gradient), self.timestep_fs)
-
     def batch_loss(self, windows: list[Window], gradient: str | None = None) -> tuple[torch.Tensor, dict]:
         """Loss of one batch of windows of equal length (the DT rollout for length > 1)."""
         t = self.t
         batch = collate_windows(self.trajectories, windows, self.neighbors, device=self.device, dtype=self.dtype)
-        state = MDState(
-            positions=batch.positions[0],
-            momenta=batch.velocities[0] * batch.masses[:, None],
-            masses=batch.masses,
-            numbers=batch.numbers,
-            cell=batch.cell,
-            pbc=batch.pbc,
-            system=batch.system,
-        )
-        result = rollout(self.propagator(batch.edges, gradient or t.rollout_gradient), state, batch.n_steps - 1)
-        n_atoms = torch.bincount(batch.system, minlength=batch.n_systems)
-        reference = {"forces": batch.forces, "energy": batch.energy, "positions": batch.positions,
-                     "momenta": batch.velocities * batch.masses[:, None]}
-        recorded = {"forces": result.forces, "energy": result.energy, "positions": result.positions,
-                    "momenta": result.momenta}
-        return rollout_loss(recorded, reference, batch.numbers, self.loss_settings, n_atoms)
+        return window_loss(self.model, batch, self.timestep_fs, gradient or t.rollout_gradient, self.loss_settings,
+                           t.neighbor_update_every)
 
     def train_epoch(self, s: int) -> float:
         """One pass over the epoch's windows in a seeded order. With several ranks each optimisation step
