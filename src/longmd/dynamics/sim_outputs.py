@@ -48,15 +48,21 @@ class ThermoHistory:
         self.time, self.values = list(saved["time"]), [np.asarray(v) for v in saved["values"]]
         self.stride, self._seen = int(saved["stride"]), int(saved["seen"])
 
-    def plot(self, path: Path, max_lines: int = 16) -> None:
+    def plot(self, path: Path, title: str = "MD", max_lines: int = 16) -> None:
+        """E_pot, E_kin, E_tot - E_tot(0) (meV, each replica from its own start, so drift shows whatever the
+        replicas' absolute energies) and T against time, one line per replica (the first ``max_lines``)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         t = np.asarray(self.time)
         v = np.stack(self.values) if self.values else np.zeros((0, 4, self.n))
+        if len(v):
+            first = np.array([col[np.isfinite(col)][0] if np.isfinite(col).any() else np.nan for col in v[:, 2].T])
+            v = v.copy()
+            v[:, 2] = 1000.0 * (v[:, 2] - first[None, :])
         fig = Figure(figsize=(7, 9))
         FigureCanvasAgg(fig)
-        labels = ("E_pot (eV)", "E_kin (eV)", "E_tot (eV)", "T (K)")
+        labels = ("E_pot (eV)", "E_kin (eV)", "E_tot - E_tot(0) (meV)", "T (K)")
         axes = fig.subplots(4, 1, sharex=True)
         for k, ax in enumerate(axes):
             for r in range(min(self.n, max_lines)):
@@ -65,8 +71,8 @@ class ThermoHistory:
         axes[-1].set_xlabel("time (fs)")
         if self.n <= 8:
             axes[0].legend(fontsize=7)
-        title = "thermo" + (f" (first {max_lines} of {self.n} replicas)" if self.n > max_lines else "")
-        axes[0].set_title(title)
+        shown = f"first {max_lines} of {self.n} replicas" if self.n > max_lines else f"{self.n} replica(s)"
+        axes[0].set_title(f"{title}: {shown}")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
 

@@ -298,8 +298,10 @@ def simulate(
             checkpoint(offset, state, alive)
         wall = wall_before + time.perf_counter() - t0
 
+    thermostat = "" if ensemble == "nve" else f" at {temperature_K:g} K"
+    title = f"{ensemble.upper()}{thermostat}, {timestep_fs:g} fs steps, {type(model).__name__}"
     return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
-                   builds_before + neighbors.builds, outputs, history)
+                   builds_before + neighbors.builds, outputs, history, title)
 
 
 def _evaluator(model: nn.Module, skin: float,
@@ -314,7 +316,7 @@ def _evaluator(model: nn.Module, skin: float,
 
 def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_total: int, offset: int, steps: int,
             timestep_fs: float, wall: float, builds: int, outputs: Outputs,
-            history: ThermoHistory) -> SimulationResult:
+            history: ThermoHistory, title: str = "MD") -> SimulationResult:
     """The result of a run; plot and ``summary.json`` written when there is an output directory."""
     final_atoms: list[Atoms | None] = [None] * n_total
     status, completed = ["ok"] * n_total, [offset] * n_total
@@ -328,7 +330,7 @@ def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_tota
         neighbor_builds=builds, files=outputs.files,
     )
     if outputs.dir is not None:
-        history.plot(outputs.path("thermo.png"))
+        history.plot(outputs.path("thermo.png"), title)
         summary = outputs.path("summary.json")
         summary.write_text(json.dumps(result.to_dict(), indent=2))
     return result
