@@ -318,3 +318,19 @@ def test_without_split_the_trajectories_a_model_was_trained_on_are_named(emt_dat
     assert f"--split {run / 'split.json'}" in warning
     assert main([*args, "--split", str(run / "split.json"), "--out", str(tmp_path / "eval2")]) == 0
     assert "no --split given" not in capsys.readouterr().err
+
+
+def test_partial_rdfs_of_pairs_with_too_few_atom_pairs_are_skipped_and_listed() -> None:
+    """Two Kr atoms make one Kr-Kr distance per frame: no structure, so its g(r) is skipped and named."""
+    from types import SimpleNamespace
+
+    from longmd.evaluation.parts.stability import _structure, pair_count
+
+    rng = np.random.default_rng(0)
+    numbers = np.array([18] * 10 + [36] * 2)
+    positions = rng.uniform(0, 8, size=(5, 12, 3))
+    ctx = SimpleNamespace(opts=SimpleNamespace(r_max=4.0, n_bins=40))
+    structure = _structure([(positions, numbers, np.eye(3) * 8.0, np.array([True] * 3))], ctx)
+    assert structure["partial_skipped"] == {"Kr-Kr": 1}
+    assert set(structure["partial"]) == {"Ar-Ar", "Ar-Kr"}
+    assert pair_count(numbers, 18, 18) == 45 and pair_count(numbers, 18, 36) == 20

@@ -191,6 +191,10 @@ def _stability_section(metrics: dict) -> list[str]:
              "same scores between two independent reference samples (alternate held-out trajectories, or the two "
              "halves of one), what an exact model scores; \"within noise\" lists the scores at most "
              f"{FLOOR_FACTOR:g}x that floor.", ""]
+    skipped = (metrics.get("reference", {}).get("stability", {}).get("structure") or {}).get("partial_skipped")
+    if skipped:
+        listed = ", ".join(f"{k} ({n} atom pair(s))" for k, n in skipped.items())
+        lines[-1:-1] = [f"Partial RDFs skipped (fewer than 3 atom pairs per frame: no structure to compare): {listed}."]
 
     def events(t: dict) -> str:
         return f"{t['events']} ({_f(t['events_per_ps'])}/ps)"

@@ -62,6 +62,7 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     weights /= weights.sum()
     h = g = None
     partial: dict[str, np.ndarray] = {}
+    skipped: dict[str, int] = {}
     for w, (pos, numbers, cell, pbc) in zip(weights, sets):
         r, hk = distance_histogram(pos, cell, pbc, o.r_max, o.n_bins)
         _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins)
@@ -70,8 +71,24 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
         g = w * gk if g is None else g + w * gk
         for (a, b), v in parts.items():
             key = f"{symbol(a)}-{symbol(b)}"
+            n_pairs = pair_count(numbers, a, b)
+            if n_pairs < MIN_PAIRS:
+                skipped[key] = n_pairs
+                continue
             partial[key] = partial.get(key, 0.0) + w * v
-    return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()}}
+    return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()},
+            "partial_skipped": skipped}
+
+
+MIN_PAIRS = 3
+"""Partial RDFs of species pairs with fewer atom pairs per frame are skipped (and listed): g(r) of H-H in a
+system with two H atoms is one distance's histogram, scaled by the cell's density, not a structure."""
+
+
+def pair_count(numbers: np.ndarray, a: int, b: int) -> int:
+    """Distinct atom pairs of species a and b in one frame."""
+    n_a, n_b = int(np.sum(numbers == a)), int(np.sum(numbers == b))
+    return n_a * (n_a - 1) // 2 if a == b else n_a * n_b
 
 
 def _scores(structure: dict, ref: dict) -> dict:
