@@ -109,7 +109,7 @@ def test_core_is_swappable() -> None:
     state = thermalised([argon_cluster()], 40.0)
     ref = md(smooth_lj(), state, 5, integrator("nve", 5.0), RebuildNeighbors(8.5))
     core = CountingCore(ForceField(smooth_lj(), RebuildNeighbors(8.5)), fs_to_ase_time(5.0))
-    out = rollout(Propagator([core], 5.0, core=core), state, 5)
+    out = rollout(Propagator([core], 5.0), state, 5)
     assert calls == [1, 2, 3, 4, 5]  # the propagator counts steps before its steps run
     torch.testing.assert_close(out.state.positions, ref.state.positions, rtol=0, atol=0)
 
@@ -157,7 +157,7 @@ def test_center_of_mass_filter_restores_linear_motion() -> None:
     state = state.replace(momenta=state.momenta + 0.003)  # a moving cluster
     dt = fs_to_ase_time(5.0)
     core = Drifting(ForceField(smooth_lj(), RebuildNeighbors(8.5)), dt)
-    propagator = Propagator([MarkBeforeCore(), core, CenterOfMassFilter(dt)], 5.0, core=core)
+    propagator = Propagator([MarkBeforeCore(), core, CenterOfMassFilter(dt)], 5.0)
     out = rollout(propagator, state, 10)
     p0 = state.momenta.sum(0)
     m = state.masses

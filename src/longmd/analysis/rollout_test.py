@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from longmd.analysis.force_errors import combine_species
 from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
-from longmd.dynamics.cores import ForceField, LearnedStride
+from longmd.dynamics.cores import evaluator_for
 from longmd.dynamics.failures import Limits, check_replicas
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
@@ -234,7 +234,7 @@ def _rollout_batch(
     stops: dict[int, int] = {}
     shown = [0]  # steps shown on the bar (a step is seen twice when the survivors restart there)
     limits = Limits(min_distance=None, max_temperature_K=None, max_force=max_force)
-    propagator = build_integrator(_evaluator(model, skin), timestep_fs)
+    propagator = build_integrator(evaluator_for(model, VerletNeighbors(model.cutoff or 0.0, skin)), timestep_fs)
 
     def on_step(g: int, s: MDState, alive: list[int]) -> list[int]:
         bar.update(max(0, g - shown[0]))
@@ -258,13 +258,6 @@ def _rollout_batch(
     rollout_dropping_failures(propagator, state, n_steps, on_step)
     bar.update(max(0, n_steps - shown[0]))  # steps the failed rollouts no longer run
     return forces, positions, stops
-
-
-def _evaluator(model: nn.Module, skin: float) -> ForceField | LearnedStride:
-    """The core's evaluator: a force field with Verlet lists, or a stride predictor's learned step."""
-    if isinstance(model, StridePredictor):
-        return LearnedStride(model, VerletNeighbors(model.cutoff, skin) if model.cutoff else None)
-    return ForceField(model, VerletNeighbors(model.cutoff, skin))
 
 
 def _deviation(model_x: np.ndarray, ref_x: np.ndarray, chunk: Sequence[Window], trajectories) -> np.ndarray:

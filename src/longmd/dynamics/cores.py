@@ -11,15 +11,14 @@ the batch changed). How much of the autograd graph a core keeps is its :class:`G
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from torch import Tensor, nn
+from torch import nn
 
 from longmd.data.graph import Graph
-from longmd.dynamics.neighbor_policy import Edges, NeighborPolicy
+from longmd.dynamics.neighbor_policy import NeighborPolicy
 from longmd.dynamics.state import MDState
 from longmd.dynamics.steps import drift, kick
 from longmd.models.base import predict
+from longmd.models.stride import StridePredictor
 
 
 class GradientMode:
@@ -84,9 +83,7 @@ class ForceField:
         return state.detach()
 
     def reset(self) -> None:
-        reset = getattr(self.neighbors, "reset", None)
-        if reset is not None:
-            reset()
+        reset_neighbors(self.neighbors)
 
 
 class VelocityVerlet:
@@ -107,16 +104,6 @@ class VelocityVerlet:
         return kick(state, 0.5 * self.dt)
 
 
-class StridePredictor(Protocol):
-    """A model of the propagator itself: ``(state, edges or None) -> (displacement (N, 3) Å, momenta (N, 3))``
-    after ``timestep_fs``; ``cutoff`` (Å) is the radius of the neighbour list it needs, None for none."""
-
-    timestep_fs: float
-    cutoff: float | None
-
-    def __call__(self, state: MDState, edges: Edges | None) -> tuple[Tensor, Tensor]: ...
-
-
 class LearnedStride:
     """One predictor call per step: x' = x + Δx, p' = predicted. The state then has no forces or energy."""
 
@@ -128,9 +115,7 @@ class LearnedStride:
         return state if self.gradient.create_graph else state.detach()
 
     def reset(self) -> None:
-        reset = getattr(self.neighbors, "reset", None)
-        if reset is not None:
-            reset()
+        reset_neighbors(self.neighbors)
 
     def __call__(self, state: MDState) -> MDState:
         state = self.gradient.cut(state)
@@ -139,3 +124,18 @@ class LearnedStride:
         if not self.gradient.create_graph:
             displacement, momenta = displacement.detach(), momenta.detach()
         return state.replace(positions=state.positions + displacement, momenta=momenta, forces=None, energy=None)
+
+
+def reset_neighbors(neighbors: NeighborPolicy | None) -> None:
+    """Start a neighbour policy afresh (the atoms of the batch changed); policies without state have no reset."""
+    reset = getattr(neighbors, "reset", None)
+    if reset is not None:
+        reset()
+
+
+def evaluator_for(model: nn.Module, neighbors: NeighborPolicy, gradient: str = "none") -> ForceField | LearnedStride:
+    """The core evaluator of any model: a learned stride for a stride predictor (with ``neighbors`` only when it
+    reads a neighbour list), else a force field on ``neighbors``."""
+    if isinstance(model, StridePredictor):
+        return LearnedStride(model, neighbors if model.cutoff else None, gradient)
+    return ForceField(model, neighbors, gradient)

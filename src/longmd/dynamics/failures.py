@@ -126,13 +126,13 @@ def check_replicas(state: MDState, limits: Limits, d_min: Tensor | None = None,
         d_min = torch.full_like(e_kin, float("inf"))
     f_max = (nan if s.forces is None else
              torch.zeros_like(e_kin).scatter_reduce(0, s.system, s.forces.abs().amax(-1), reduce="amax"))
-    code = torch.zeros_like(e_kin)
-    checks = [(limits.max_force, 4.0, f_max), (limits.max_temperature_K, 3.0, temperature),
-              (limits.min_distance, 2.0, -d_min)]  # lowest precedence first: later ones overwrite
-    for limit, value, measured in checks:
-        if limit is not None:
-            bound = -limit if value == 2.0 else limit
-            code = torch.where(measured > bound, value, code)
+    code = torch.zeros_like(e_kin)  # checks in order of rising precedence: a later one overwrites
+    if limits.max_force is not None:
+        code = torch.where(f_max > limits.max_force, 4.0, code)
+    if limits.max_temperature_K is not None:
+        code = torch.where(temperature > limits.max_temperature_K, 3.0, code)
+    if limits.min_distance is not None:
+        code = torch.where(d_min < limits.min_distance, 2.0, code)
     code = torch.where(nonfinite, 1.0, code)
     stats = torch.stack([code, d_min, energy if s.energy is not None else nan, e_kin, temperature, f_max])
     return stats.to("cpu", torch.float64).numpy()

@@ -13,11 +13,11 @@ integrator longmd runs (training, validation, ``simulate``, ``evaluate``, benchm
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from longmd.dynamics.cores import ForceField, LearnedStride, StridePredictor, VelocityVerlet
+from longmd.dynamics.cores import ForceField, LearnedStride, VelocityVerlet
 from longmd.dynamics.filters import CenterOfMassFilter, EnergyFilter, MarkBeforeCore
 from longmd.dynamics.state import MDState
 from longmd.dynamics.steps import BussiR, LangevinO, Step
@@ -34,7 +34,6 @@ class Propagator:
     steps: list[Step]
     timestep_fs: float
     name: str = "nve"
-    core: Step | None = field(default=None, repr=False)
 
     def init(self, state: MDState) -> MDState:
         """The start state: each step's ``init`` in order (the core's evaluates forces where it has them)."""
@@ -68,7 +67,7 @@ class Propagator:
         return [g for step in self.steps if (g := getattr(step, "generator", None)) is not None]
 
 
-def make_core(evaluator: ForceField | StridePredictor, timestep_fs: float) -> Step:
+def make_core(evaluator: ForceField | LearnedStride, timestep_fs: float) -> Step:
     """B A B around a force field, or a learned stride around a predictor of that stride."""
     if isinstance(evaluator, ForceField):
         return VelocityVerlet(evaluator, fs_to_ase_time(timestep_fs))
@@ -102,7 +101,7 @@ def build_integrator(
     after = [_filter(f, dt, evaluator) for f in filters]
     steps: list[Step] = [*([MarkBeforeCore()] if after else []), core, *after]
     if ensemble == "nve":
-        return Propagator(steps, timestep_fs, "nve", core)
+        return Propagator(steps, timestep_fs, "nve")
     if temperature_K is None or temperature_K < 0:
         raise ValueError(f"ensemble {ensemble!r} needs a temperature_K >= 0")
     generator = torch.Generator(device=device)
@@ -111,7 +110,7 @@ def build_integrator(
         half = LangevinO(temperature_K, friction_per_fs / fs_to_ase_time(1.0), 0.5 * dt, generator)
     else:
         half = BussiR(temperature_K, fs_to_ase_time(tau_fs), 0.5 * dt, generator)
-    return Propagator([half, *steps, half], timestep_fs, ensemble, core)
+    return Propagator([half, *steps, half], timestep_fs, ensemble)
 
 
 def _filter(spec: str | Step, dt: float, evaluator) -> Step:

@@ -25,7 +25,7 @@ import torch
 from ase import Atoms
 from torch import Tensor, nn
 
-from longmd.dynamics.cores import ForceField, LearnedStride
+from longmd.dynamics.cores import evaluator_for
 from longmd.dynamics.failures import (
     Limits,
     MinDistance,
@@ -44,7 +44,6 @@ from longmd.dynamics.sim_checkpoint import (
 from longmd.dynamics.sim_monitor import Monitor, ReplicaStop, stop_record
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
-from longmd.models.stride import StridePredictor
 from longmd.progress import step_progress
 
 
@@ -237,7 +236,9 @@ def simulate(
         raise ValueError("resume needs the out_dir of the run to continue")
     model, dtype = prepare_model(model, device, dtype)
     velocity_seed, noise_seed = seed_streams(seed)
-    neighbors, evaluator = _evaluator(model, skin, min_distance)
+    # The replica check reads this Verlet list; a predictor without a neighbour list gets one of min_distance.
+    neighbors = VerletNeighbors(model.cutoff or min_distance, skin, isolate_nonfinite=True)
+    evaluator = evaluator_for(model, neighbors)
     integrator = build_integrator(evaluator, timestep_fs, ensemble, temperature_K, friction_per_fs, tau_fs,
                                   seed=noise_seed, device=device, filters=filters)
     generator = next(iter(integrator.generators), None)
@@ -302,16 +303,6 @@ def simulate(
     title = f"{ensemble.upper()}{thermostat}, {timestep_fs:g} fs steps, {type(model).__name__}"
     return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
                    builds_before + neighbors.builds, outputs, history, title)
-
-
-def _evaluator(model: nn.Module, skin: float,
-               min_distance: float) -> tuple[VerletNeighbors, ForceField | LearnedStride]:
-    """The Verlet list the replica check reads, and the core's evaluator around ``model``."""
-    if isinstance(model, StridePredictor):
-        neighbors = VerletNeighbors(model.cutoff or min_distance, skin, isolate_nonfinite=True)
-        return neighbors, LearnedStride(model, neighbors if model.cutoff else None)
-    neighbors = VerletNeighbors(model.cutoff, skin, isolate_nonfinite=True)
-    return neighbors, ForceField(model, neighbors)
 
 
 def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_total: int, offset: int, steps: int,

@@ -11,22 +11,18 @@ import torch
 from torch import Tensor, nn
 
 from longmd.data.batching import WindowBatch
-from longmd.dynamics.cores import ForceField, LearnedStride
+from longmd.dynamics.cores import evaluator_for
 from longmd.dynamics.neighbor_policy import GivenNeighbors
 from longmd.dynamics.propagator import Propagator, build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
-from longmd.models.stride import StridePredictor
 from longmd.training.losses import LossParts, LossSettings, rollout_loss
 
 
 def training_propagator(model: nn.Module, edges: list, timestep_fs: float, gradient: str,
                         update_every: int = 1) -> Propagator:
     """NVE over the windows' reference neighbour lists (each reused for ``update_every`` steps)."""
-    if isinstance(model, StridePredictor):
-        neighbors = GivenNeighbors(edges, update_every=update_every) if model.cutoff else None
-        return build_integrator(LearnedStride(model, neighbors, gradient), timestep_fs)
-    return build_integrator(ForceField(model, GivenNeighbors(edges, update_every=update_every), gradient),
+    return build_integrator(evaluator_for(model, GivenNeighbors(edges, update_every=update_every), gradient),
                             timestep_fs)
 
 
