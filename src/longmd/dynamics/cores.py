@@ -112,6 +112,9 @@ class LearnedStride:
         self.predictor, self.neighbors, self.gradient = predictor, neighbors, GradientMode(gradient)
 
     def init(self, state: MDState) -> MDState:
+        check = getattr(self.predictor, "check_state", None)
+        if check is not None:  # masses the predictor was not trained for are refused
+            check(state)
         return state if self.gradient.create_graph else state.detach()
 
     def reset(self) -> None:

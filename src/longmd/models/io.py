@@ -29,6 +29,7 @@ from longmd.models.mace import load_mace
 from longmd.models.potential import Potential
 from longmd.models.registry import potential_from_hyperparameters
 from longmd.models.stride import HarmonicStride
+from longmd.models.stride_egnn import EquivariantStride
 
 FORMAT_VERSION = 2  # 1 (up to 33872b7): classes "egnn", "mace", "lj" of single architectures
 
@@ -36,8 +37,10 @@ MODEL_CLASSES: dict[str, Callable[..., torch.nn.Module]] = {  # class name -> re
     "potential": potential_from_hyperparameters,
     "lj": LennardJones,
     "harmonic_stride": HarmonicStride,  # the known-answer stride predictor
+    "stride_egnn": EquivariantStride,
 }
-SAVED_TYPES = {Potential: "potential", LennardJones: "lj", HarmonicStride: "harmonic_stride"}
+SAVED_TYPES = {Potential: "potential", LennardJones: "lj", HarmonicStride: "harmonic_stride",
+               EquivariantStride: "stride_egnn"}
 LEGACY_CLASSES = ("egnn", "mace", "lj")  # format 1
 
 
