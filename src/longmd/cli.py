@@ -78,7 +78,8 @@ def add_key_options(p: argparse.ArgumentParser, defaults: bool = True) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a potential (conventional or Dynamic Training) from a YAML config")
     p.add_argument("config", nargs="?",
-                   help="YAML config or a packaged one: demo | paper (omit for all defaults; see `longmd config`)")
+                   help="YAML config or a packaged one: demo | paper | stride (omit for all defaults; see "
+                   "`longmd config`)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config key, e.g. --set training.s_max=6 (repeatable)")
     p.add_argument("--out", help="run directory (overrides the config's `out`)")

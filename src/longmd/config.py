@@ -44,6 +44,8 @@ class DataConfig:
     val_fraction: float = option(0.125, "fraction held out for validation (trajectories, time or frames)")
     test_fraction: float = option(0.125, "fraction of trajectories held out for testing, never trained on")
     seed: int = option(0, "seed of the splits")
+    time_reversal: bool = option(True, "stride predictors: also train on every training trajectory run backwards "
+                                 "(frames reversed, momenta negated), as FlashMD does")
 
 
 @dataclass
@@ -65,12 +67,15 @@ class ModelConfig:
                                      "{name, kind, preset, options}, e.g. [{name: egnn, preset: small}, "
                                      "{name: lj, options: {epsilon: 0.01, sigma: 2.5}}]; [] = the one term of "
                                      "name/preset/options below")
-    name: str = option("egnn", "one-term shorthand: architecture egnn | mace (needs mace-torch)")
+    name: str = option("egnn", "one-term shorthand: architecture egnn | mace (needs mace-torch); or stride_egnn, a "
+                       "stride predictor (positions and momenta model.stride_fs ahead, FlashMD-style; no terms)")
     preset: str = option("small", "one-term shorthand: size preset; egnn: small (CPU demo) | paper (513,281 "
                          "parameters); mace: small | medium | large (16, 64, 128 channels)")
     options: dict = option({}, "one-term shorthand: constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, "
                            "cutoff: 5.0}, mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
 
+    stride_fs: float | None = option(None, "stride predictors: time one call advances, fs (a multiple of the data's "
+                                     "timestep; the data is read every stride_fs / timestep frames)", above=0)
     e0s: str | dict = option("average", "reference energies per species (eV): average (least squares over the "
                              "training frames, refitted as training goes: MACE's --E0s average) | {Z or symbol: "
                              "eV} for every species, kept fixed, e.g. {H: -1.1, 46: -1.5}")
@@ -270,7 +275,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults) and apply ``section.key=value`` overrides.
 
-    ``path`` may also name a packaged config (``demo`` or ``paper``) when no such file exists.
+    ``path`` may also name a packaged config (``demo``, ``paper`` or ``stride``) when no such file exists.
     """
     raw: dict = {}
     packaged = Path(__file__).parent / "configs" / f"{path}.yaml"

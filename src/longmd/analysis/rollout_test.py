@@ -28,6 +28,7 @@ from longmd.dynamics.rollout import rollout_dropping_failures
 from longmd.dynamics.state import MDState
 from longmd.models.stride import StridePredictor
 from longmd.progress import bars_disabled
+from longmd.units import fs_to_ase_time
 
 
 @dataclass
@@ -39,6 +40,7 @@ class ErrorSums:
         abs_sum: (L, n_species) summed absolute force-component errors per step and species, eV/Å.
         counts: (n_species,) force components per step and species.
         dev_sum, dev_count: (L,) summed position deviations (Å) and the atoms they cover.
+        mom_sum: (L,) summed momentum deviations |p_model - p_ref| (amu·Å/fs) of the same atoms.
         n_windows, failed: rollouts run and rollouts that blew up.
     """
 
@@ -46,12 +48,14 @@ class ErrorSums:
     counts: np.ndarray
     dev_sum: np.ndarray
     dev_count: np.ndarray
+    mom_sum: np.ndarray
     n_windows: int = 0
     failed: int = 0
 
     @classmethod
     def zeros(cls, length: int, n_species: int) -> ErrorSums:
-        return cls(np.zeros((length, n_species)), np.zeros(n_species), np.zeros(length), np.zeros(length))
+        return cls(np.zeros((length, n_species)), np.zeros(n_species), np.zeros(length), np.zeros(length),
+                   np.zeros(length))
 
     def add_forces(self, forces: np.ndarray, ref: np.ndarray, numbers: np.ndarray, species: Sequence[int]) -> None:
         """Add (L, N, 3) predicted vs reference forces of atoms ``numbers``; non-finite forces count 1e6."""
@@ -63,15 +67,15 @@ class ErrorSums:
 
     def to_vector(self) -> np.ndarray:
         """Everything in one float64 vector (for one all-reduce)."""
-        return np.concatenate([self.abs_sum.ravel(), self.counts, self.dev_sum, self.dev_count,
+        return np.concatenate([self.abs_sum.ravel(), self.counts, self.dev_sum, self.dev_count, self.mom_sum,
                                [self.n_windows, self.failed]]).astype(np.float64)
 
     def from_vector(self, vector: np.ndarray) -> ErrorSums:
         """Sums of this shape read from a :meth:`to_vector` vector."""
         length, n_species = self.abs_sum.shape
-        cuts = np.cumsum([length * n_species, n_species, length, length])
-        abs_sum, counts, dev_sum, dev_count, tail = np.split(np.asarray(vector, dtype=np.float64), cuts)
-        return ErrorSums(abs_sum.reshape(length, n_species), counts, dev_sum, dev_count,
+        cuts = np.cumsum([length * n_species, n_species, length, length, length])
+        abs_sum, counts, dev_sum, dev_count, mom_sum, tail = np.split(np.asarray(vector, dtype=np.float64), cuts)
+        return ErrorSums(abs_sum.reshape(length, n_species), counts, dev_sum, dev_count, mom_sum,
                          int(round(tail[0])), int(round(tail[1])))
 
 
@@ -84,6 +88,7 @@ class RolloutErrors:
         mepa: (L,) MEPA per step (per-species force MAEs combined by ``species_reduction``), eV/Å.
         per_species: (L, n_species) force-component MAE per step and species, eV/Å.
         position_deviation: (L,) mean |x_model - x_ref| per atom (minimum image), Å.
+        momentum_deviation: (L,) mean |p_model - p_ref| per atom, amu·Å/fs.
         n_windows: rollouts run; failed: rollouts that blew up (non-finite state or a force component above
             1e4 eV/Å); their remaining steps score an error of 1e6 eV/Å per component, and the position
             deviation averages over the rollouts still running. ``extra["failed_at_step"]``: when they failed.
@@ -95,6 +100,7 @@ class RolloutErrors:
     mepa: np.ndarray
     per_species: np.ndarray
     position_deviation: np.ndarray
+    momentum_deviation: np.ndarray
     n_windows: int
     failed: int = 0
     species_reduction: str = "sum"
@@ -116,6 +122,7 @@ class RolloutErrors:
             mepa=combined,
             per_species=per_species,
             position_deviation=np.where(sums.dev_count > 0, sums.dev_sum / np.maximum(sums.dev_count, 1), np.nan),
+            momentum_deviation=np.where(sums.dev_count > 0, sums.mom_sum / np.maximum(sums.dev_count, 1), np.nan),
             n_windows=sums.n_windows,
             failed=sums.failed,
             species_reduction=species_reduction,
@@ -132,6 +139,11 @@ class RolloutErrors:
     def mean_deviation(self) -> float:
         """Position deviation (Å) averaged over the steps after step 0; inf if any rollout failed."""
         return math.inf if self.failed else float(np.mean(self.position_deviation[1:]))
+
+    @property
+    def mean_momentum_deviation(self) -> float:
+        """Momentum deviation (amu·Å/fs) averaged over the steps after step 0; inf if any rollout failed."""
+        return math.inf if self.failed else float(np.mean(self.momentum_deviation[1:]))
 
     def summary(self) -> dict:
         return {
@@ -201,9 +213,11 @@ def rollout_errors(
     for first in range(0, len(windows), batch_size):
         chunk = windows[first : first + batch_size]
         state = state_from_frames(trajectories, [(w.traj, w.start) for w in chunk], device, dtype)
-        forces, positions, stops = _rollout_batch(model, state, length - 1, timestep, skin, bar)
+        forces, positions, momenta, stops = _rollout_batch(model, state, length - 1, timestep, skin, bar)
         ref_f = np.concatenate([trajectories[w.traj].forces[w.start : w.stop] for w in chunk], axis=1)
         ref_x = np.concatenate([trajectories[w.traj].positions[w.start : w.stop] for w in chunk], axis=1)
+        ref_p = np.concatenate([trajectories[w.traj].velocities[w.start : w.stop] * trajectories[w.traj].masses[:, None]
+                                for w in chunk], axis=1)
         numbers = np.concatenate([trajectories[w.traj].numbers for w in chunk])
         sums.failed += len(stops)
         failed_at.extend(stops.values())
@@ -212,14 +226,16 @@ def rollout_errors(
         dev = _deviation(positions, ref_x, chunk, trajectories)
         sums.dev_sum += np.nansum(dev, axis=1)
         sums.dev_count += np.isfinite(dev).sum(1)
+        sums.mom_sum += np.nansum(np.linalg.norm(momenta - ref_p, axis=-1), axis=1) * fs_to_ase_time(1.0)
     bar.close()
     return RolloutErrors.from_sums(species, sums, species_reduction, extra={"failed_at_step": sorted(failed_at)})
 
 
 def _rollout_batch(
     model: nn.Module, state: MDState, n_steps: int, timestep_fs: float, skin: float, bar, max_force: float = 1e4
-) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
-    """Forces and positions (n_steps + 1, N, 3) of a batch of NVE rollouts, and {system: step it failed}.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+    """Forces, positions and momenta (n_steps + 1, N, 3) of a batch of NVE rollouts, and {system: step it
+    failed}.
 
     A system that fails the replica check (:func:`~longmd.dynamics.failures.check_replicas`: non-finite
     state, or a force component above ``max_force`` eV/Å) is dropped from the batch at that step (its later
@@ -231,6 +247,7 @@ def _rollout_batch(
     first_atom = np.concatenate([[0], np.cumsum(counts)[:-1]])
     forces = np.full((n_steps + 1, state.n_atoms, 3), np.nan)
     positions = np.full_like(forces, np.nan)
+    momenta = np.full_like(forces, np.nan)
     stops: dict[int, int] = {}
     shown = [0]  # steps shown on the bar (a step is seen twice when the survivors restart there)
     limits = Limits(min_distance=None, max_temperature_K=None, max_force=max_force)
@@ -242,6 +259,7 @@ def _rollout_batch(
         bad = np.flatnonzero(check_replicas(s, limits)[0]).tolist()
         f = None if s.forces is None else s.forces.detach().cpu().double().numpy()
         x = s.positions.detach().cpu().double().numpy()
+        p = s.momenta.detach().cpu().double().numpy()
         local = 0
         for k, b in enumerate(alive):
             n = int(counts[b])
@@ -253,11 +271,12 @@ def _rollout_batch(
             if f is not None:
                 forces[g, atoms] = f[rows]
             positions[g, atoms] = x[rows]
+            momenta[g, atoms] = p[rows]
         return bad
 
     rollout_dropping_failures(propagator, state, n_steps, on_step)
     bar.update(max(0, n_steps - shown[0]))  # steps the failed rollouts no longer run
-    return forces, positions, stops
+    return forces, positions, momenta, stops
 
 
 def _deviation(model_x: np.ndarray, ref_x: np.ndarray, chunk: Sequence[Window], trajectories) -> np.ndarray:

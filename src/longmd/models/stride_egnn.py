@@ -116,6 +116,11 @@ class EquivariantStride(StridePredictor):
         return (f"EquivariantStride(stride {hp['timestep_fs']} fs, hidden={hp['hidden']}, layers={hp['n_layers']}, "
                 f"cutoff={hp['cutoff']} Å; {n:,} parameters)")
 
+    def target_scales(self, numbers: Tensor) -> dict[str, Tensor]:
+        """(N,) per-atom units of position and momentum errors: σq_Z and σp_Z (the loss's normalisation)."""
+        index = self.reference.index(numbers)
+        return {"positions": self.q_scale[index], "momenta": self.p_scale[index]}
+
     def check_state(self, state) -> None:
         """A clear error when the state's masses are not the ones the model was trained with."""
         index = self.reference.index(state.numbers)  # unknown species raise

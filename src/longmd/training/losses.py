@@ -144,12 +144,15 @@ def rollout_loss(
     numbers: Tensor,
     settings: LossSettings,
     n_atoms: Tensor,
+    scales: Mapping[str, Tensor] | None = None,
 ) -> tuple[Tensor, Mapping[str, float]]:
     """Loss of a batch of windows: the force (and S = 1 energy) terms of :func:`sequence_loss` when the rollout
     has forces, plus the weighted position and momentum terms of steps >= 1 (see the module doc).
 
     ``fields``: per-step lists of the rollout ("forces", "energy", "positions", "momenta"); ``reference``: the
-    windows' (S, N, 3) "forces", "positions", "momenta" and (S, B) "energy".
+    windows' (S, N, 3) "forces", "positions", "momenta" and (S, B) "energy". ``scales``: optional (N,) per-atom
+    units of "positions" and/or "momenta" errors (a stride predictor's per-species target scales), replacing Å
+    and amu·Å/fs, so the terms are unitless (FlashMD's normalised targets).
     """
     terms: dict[str, Tensor] = {}
     loss = None
@@ -159,11 +162,14 @@ def rollout_loss(
                                     ref_energy=reference["energy"][0], n_atoms=n_atoms)
         terms.update(parts._terms)
     per_fs = fs_to_ase_time(1.0)  # momenta in amu·Å/fs
+    scales = scales or {}
     for name, weight, unit in (("positions", settings.position_weight, 1.0),
                                ("momenta", settings.momentum_weight, per_fs)):
         steps = fields.get(name) or []
         if not weight or len(steps) < 2:
             continue
+        if name in scales:  # the model's per-atom units of this field (a stride predictor's target scales)
+            unit = 1.0 / scales[name][:, None]
         parts = [field_term(steps[s] * unit, reference[name][s] * unit, settings) for s in range(1, len(steps))]
         terms.update({f"{name}_{s + 1}": t for s, t in enumerate(parts)})
         total = weight * torch.stack(parts).sum()

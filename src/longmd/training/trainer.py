@@ -59,6 +59,7 @@ from longmd.training.setup import (
     validate_config,
 )
 from longmd.training.stages import Stage, resolve_stages, trainable_parameters
+from longmd.training.stride_setup import build_predictor, is_predictor_config, stride_data
 from longmd.training.validation import Validation
 from longmd.training.window_rollouts import window_loss
 
@@ -116,7 +117,13 @@ class Trainer:
         if self.main and not self.nothing_to_do:
             atomic_write_text(self.out / "split.json", self.split.to_json())
         species = sorted({int(z) for tr in self.trajectories for z in tr.numbers})
+        if model is None and is_predictor_config(cfg):
+            model = build_predictor(cfg, self.trajectories, common_timestep(self.trajectories, True))
         model = build_model(cfg, species) if model is None else model
+        if isinstance(model, StridePredictor):  # the data seen every stride, the split carried over
+            self.trajectories, self.split = stride_data(cfg, model, self.trajectories, self.split,
+                                                        common_timestep(self.trajectories, True), log,
+                                                        fit=self.checkpoint is None)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.learnable = [p for p in self.model.parameters() if p.requires_grad]
         train_frames = [
@@ -301,6 +308,8 @@ class Trainer:
                 "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": peak_memory_mb(self.device),
                 "improved": decision.improved,
                 **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
+                **({"val_position_dev_A": errors.mean_deviation, "val_momentum_dev": errors.mean_momentum_deviation}
+                   if isinstance(self.model, StridePredictor) else {}),
                 **({"stage": self.stage.name} if len(self.stages) > 1 else {}),
             }
             prefix = f"best_{self.stage.name}" if len(self.stages) > 1 else "best"
@@ -313,7 +322,7 @@ class Trainer:
                         self._save_model("best.pt", s, val)
             self.epoch += 1
             self.log(
-                f"epoch {record['epoch']:4d}  S={s}  lr={lr:.2e}  loss={train_loss:.4f}  val MEPA={val:.4f} eV/Å"
+                f"epoch {record['epoch']:4d}  S={s}  lr={lr:.2e}  loss={train_loss:.4f}  {self._metric}={val:.4f}"
                 f"  {record['epoch_time_s']:.1f}s" + ("  *" if decision.improved else "")
             )
             if decision.advance:
@@ -334,6 +343,10 @@ class Trainer:
                     continue
                 break
         return self._finish()
+
+    @property
+    def _metric(self) -> str:
+        return Validation.metric_label(self.model)
 
     @property
     def _stage_label(self) -> str:
@@ -364,7 +377,7 @@ class Trainer:
             atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
         best_path = self.out / "best.pt"
         self.log("\n" + table)
-        self.log(f"best model: {best_path} (S={self.best['S']}, validation MEPA {self.best['val_mepa']:.4f} eV/Å)")
+        self.log(f"best model: {best_path} (S={self.best['S']}, {self._metric} {self.best['val_mepa']:.4f})")
         if plot:
             self.log(f"learning curve: {plot}")
         return TrainResult(self.out, best_path, self.best["val_mepa"], self.best["S"], self.epoch, records)

@@ -2,7 +2,8 @@
 
 The windows are chosen once per run (the same for every epoch and S, so results compare). Each rank scores its
 shard (every window exactly once); sums and counts are all-reduced before MEPA is formed, so every rank gets the
-same value. A stride predictor has no forces: its metric is the mean position deviation (Å).
+same value. A stride predictor has no forces: its metric is the product of its mean position and momentum
+deviations.
 """
 
 from __future__ import annotations
@@ -60,8 +61,16 @@ class Validation:
 
     @staticmethod
     def metric(model: nn.Module, errors: RolloutErrors) -> float:
-        """What the curriculum and best models follow: mean MEPA, or mean position deviation for a predictor."""
-        return errors.mean_deviation if isinstance(model, StridePredictor) else errors.mean_mepa
+        """What the curriculum and best models follow: mean MEPA; for a predictor the product of its mean position
+        (Å) and momentum (amu·Å/fs) deviations (FlashMD picks its best model by such a product)."""
+        if isinstance(model, StridePredictor):
+            return errors.mean_deviation * errors.mean_momentum_deviation
+        return errors.mean_mepa
+
+    @staticmethod
+    def metric_label(model: nn.Module) -> str:
+        """The metric's name and unit in logs."""
+        return "val |dq|x|dp| (Å·amu·Å/fs)" if isinstance(model, StridePredictor) else "val MEPA (eV/Å)"
 
     @torch.no_grad()
     def _frame_sums(self, model: nn.Module, windows: list[Window], batch_size: int) -> ErrorSums:

@@ -38,4 +38,5 @@ def window_loss(model: nn.Module, batch: WindowBatch, timestep_fs: float, gradie
     reference = {"forces": batch.forces, "energy": batch.energy, "positions": batch.positions, "momenta": momenta}
     recorded = {"forces": result.forces, "energy": result.energy, "positions": result.positions,
                 "momenta": result.momenta}
-    return rollout_loss(recorded, reference, batch.numbers, settings, n_atoms)
+    scales = model.target_scales(batch.numbers) if hasattr(model, "target_scales") else None
+    return rollout_loss(recorded, reference, batch.numbers, settings, n_atoms, scales)
