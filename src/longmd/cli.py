@@ -116,13 +116,18 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="run MD with a trained model (docs/dynamics.md)",
                        description="Batched MD of R replicas of a structure; writes OUT/thermo.csv, "
                        "traj_XXX.extxyz/.traj, thermo.png and summary.json (docs/dynamics.md).")
-    p.add_argument("model", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value")
+    p.add_argument("model", nargs="?", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value; or "
+                   "a stride predictor file (as --predictor)")
     p.add_argument("init", help="initial structure: any ase.io file or example:NAME; the last frame unless "
                    "ASE's FILE@INDEX picks one (FILE@0: the first)")
+    p.add_argument("--predictor", help="a stride predictor (longmd train stride) as the propagator's core instead "
+                   "of a potential: one call per step of its stride, the centre-of-mass filter always on")
+    p.add_argument("--energy-model", help="companion potential (any MODEL form) whose energy the energy filter "
+                   "conserves by rescaling momenta after each learned stride (FlashMD); turns that filter on")
     p.add_argument("--steps", type=STEPS, default=1000, help="MD steps")
     p.add_argument("--timestep-fs", type=POSITIVE, default=None,
-                   help="MD timestep, fs (default: the structure's info['timestep_fs'] when it has one, else "
-                   f"{DEFAULT_TIMESTEP_FS})")
+                   help="MD timestep, fs (default: a predictor's stride; else the structure's info['timestep_fs'] "
+                   f"when it has one, else {DEFAULT_TIMESTEP_FS})")
     p.add_argument("--ensemble", choices=["nve", "langevin", "svr"], default="nve", help="ensemble")
     p.add_argument("--temperature-K", type=NON_NEGATIVE, default=None,
                    help="thermostat target and temperature of drawn velocities (default: none; needed by "
@@ -181,17 +186,31 @@ def cmd_simulate(args) -> int:
     from longmd.examples import resolve
     from longmd.io.read import read_structure, split_index
     from longmd.models.io import open_model
+    from longmd.models.stride import StridePredictor
     from longmd.rundir import prepare_out
     from longmd.runtime import set_threads
 
     _require_device(args.device)
+    if (args.model is None) == (args.predictor is None):
+        raise ValueError("give a MODEL or --predictor PREDICTOR (one of the two)")
+    model = open_model(args.model or args.predictor, device=args.device)
+    predictor = isinstance(model, StridePredictor)
+    if args.predictor is not None and not predictor:
+        raise ValueError(f"--predictor {args.predictor}: not a stride predictor (give a potential as MODEL)")
+    energy_model = None if args.energy_model is None else open_model(args.energy_model, device=args.device)
+    if energy_model is not None and not predictor:
+        raise ValueError("--energy-model filters a stride predictor; a potential conserves its own energy")
     prepare_out(args.out, "simulate", args.resume, args.overwrite)
     path, index = split_index(args.init)
     atoms = read_structure(resolve(path), -1 if index is None else index)
-    timestep_fs = simulation_timestep(atoms, args.timestep_fs, args.init)
+    if predictor and args.timestep_fs is None:
+        timestep_fs = float(model.timestep_fs)
+        print(f"timestep {timestep_fs:g} fs (the predictor's stride)")
+    else:
+        timestep_fs = simulation_timestep(atoms, args.timestep_fs, args.init)
     if args.device == "cpu":
         set_threads(args.threads, len(atoms) * args.replicas)
-    model = open_model(args.model, device=args.device)
+    filters = (["com"] if predictor else []) + (["energy"] if energy_model is not None else [])
     result = simulate(
         model, atoms, steps=args.steps, timestep_fs=timestep_fs, ensemble=args.ensemble,
         init_velocities=args.init_velocities,
@@ -200,6 +219,7 @@ def cmd_simulate(args) -> int:
         seed=args.seed, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None,
         skin=args.skin, min_distance=args.min_distance, max_temperature_K=args.max_temperature_K,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        filters=filters, energy_model=energy_model,
     )
     print(result.summary())
     print(f"results in {args.out}/")

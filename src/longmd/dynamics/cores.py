@@ -11,6 +11,7 @@ the batch changed). How much of the autograd graph a core keeps is its :class:`G
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from longmd.data.graph import Graph
@@ -60,10 +61,13 @@ def parse_gradient(gradient: str) -> tuple[bool, int | None]:
 
 
 class ForceField:
-    """A potential and its neighbour lists: ``state -> state`` with forces and energy at its positions."""
+    """A potential and its neighbour lists: ``state -> state`` with forces and energy at its positions
+    (``forces=False``: the energy only, e.g. a companion model that filters a learned stride)."""
 
-    def __init__(self, model: nn.Module, neighbors: NeighborPolicy, gradient: str = "none") -> None:
+    def __init__(self, model: nn.Module, neighbors: NeighborPolicy, gradient: str = "none",
+                 forces: bool = True) -> None:
         self.model, self.neighbors, self.gradient = model, neighbors, GradientMode(gradient)
+        self.forces = forces
 
     @property
     def cutoff(self) -> float:
@@ -73,12 +77,15 @@ class ForceField:
         state = self.gradient.cut(state)
         edge_index, shifts = self.neighbors.edges(state.step, state)
         graph = Graph(state.positions, state.numbers, state.cell, state.system, edge_index, shifts)
+        if not self.forces:
+            with torch.set_grad_enabled(self.gradient.create_graph):
+                return state.replace(energy=self.model(graph))
         prediction = predict(self.model, graph, create_graph=self.gradient.create_graph)
         return state.replace(forces=prediction.forces, energy=prediction.energy)
 
     def ensure(self, state: MDState) -> MDState:
-        """Forces at the start: evaluated unless the state carries them and no graph is wanted."""
-        if state.forces is None or self.gradient.create_graph:
+        """Forces (or the energy) at the start: evaluated unless the state carries them and no graph is wanted."""
+        if (state.forces if self.forces else state.energy) is None or self.gradient.create_graph:
             return self(state)
         return state.detach()
 

@@ -15,11 +15,13 @@ import torch
 from torch import Tensor
 
 from longmd.data.graph import edge_vectors
+from longmd.dynamics.filters import ALPHA
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.state import MDState
 
-REASONS = ("ok", "nan", "min_distance", "temperature", "force")
-"""Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence)."""
+REASONS = ("ok", "nan", "min_distance", "temperature", "force", "energy_filter")
+"""Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence, except
+``energy_filter``, which explains the non-finite momenta it leaves)."""
 
 
 @dataclass
@@ -38,6 +40,9 @@ class Limits:
             return f"atoms {stats[1, b]:.3f} Å apart (< {self.min_distance:g} Å)"
         if code == 3:
             return f"T = {stats[4, b]:.0f} K (> {self.max_temperature_K:g} K)"
+        if code == 5:
+            return ("energy filter: α² < 0 (the energy error of the learned step exceeds the internal kinetic "
+                    "energy, so no momentum rescaling can restore the total energy)")
         return f"a force of {stats[5, b]:.3g} eV/Å (> {self.max_force:g} eV/Å)"
 
 
@@ -109,7 +114,8 @@ def check_replicas(state: MDState, limits: Limits, d_min: Tensor | None = None,
     largest force component.
 
     Code 0: good; 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T above
-    ``max_temperature_K``; 4: a force component above ``max_force``. A lower code takes precedence. E_kin is the
+    ``max_temperature_K``; 4: a force component above ``max_force``; 5: the energy filter found α² < 0 (its
+    NaN momenta would read as 1). A lower code takes precedence, 5 over all. E_kin is the
     whole kinetic energy (E_pot + E_kin is conserved in NVE); T is that of :meth:`MDState.temperature`
     (centre-of-mass motion excluded when the total momentum is conserved). E_pot is NaN (and not checked) for a
     state without an energy (a learned-stride core), d_min inf without ``d_min``.
@@ -134,5 +140,8 @@ def check_replicas(state: MDState, limits: Limits, d_min: Tensor | None = None,
     if limits.min_distance is not None:
         code = torch.where(d_min < limits.min_distance, 2.0, code)
     code = torch.where(nonfinite, 1.0, code)
+    alpha = s.per_system.get(ALPHA)
+    if alpha is not None:
+        code = torch.where(torch.isnan(alpha), 5.0, code)
     stats = torch.stack([code, d_min, energy if s.energy is not None else nan, e_kin, temperature, f_max])
     return stats.to("cpu", torch.float64).numpy()

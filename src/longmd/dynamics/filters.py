@@ -9,8 +9,9 @@ per-system extras: total momentum, centre of mass and, when the state has an ene
 - :class:`EnergyFilter`: momenta in each system's centre-of-mass frame are rescaled by
   α = sqrt(1 - (E' - E) / K'_int) so that the total energy equals the one before the core. A system with
   α² < 0 (the error exceeds its internal kinetic energy) cannot be repaired: its momenta become NaN, so the
-  replica check stops it loudly. Needs the energy after the core: the state's (a force-field core) or that of
-  ``energy_model`` (a :class:`~longmd.dynamics.cores.ForceField`, for cores without energies).
+  replica check stops it loudly; α is kept in the per-system extra ``energy_filter_alpha``. Needs the energy
+  after the core: the state's (a force-field core) or that of ``energy_model`` (a
+  :class:`~longmd.dynamics.cores.ForceField`, energy only, for cores without energies).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from longmd.dynamics.cores import ForceField
 from longmd.dynamics.state import MDState, kinetic_energy, remove_total_momentum
 
 _P, _COM, _E = "before_core_momentum", "before_core_com", "before_core_energy"
+ALPHA = "energy_filter_alpha"  # the per-system rescaling factor of the last step, kept for the thermo log
 
 
 def _per_system_sum(values: Tensor, system: Tensor, n_systems: int) -> Tensor:
@@ -86,4 +88,5 @@ class EnergyFilter:
         error = state.energy + state.kinetic_energy() - state.per_system[_E]
         alpha2 = 1.0 - error / k_int
         alpha = alpha2.clamp_min(0).sqrt().masked_fill(alpha2 < 0, float("nan"))
+        state = state.with_extras(per_system={ALPHA: alpha.detach()})
         return state.replace(momenta=state.momenta - internal + internal * alpha[system][:, None])

@@ -89,16 +89,18 @@ def build_integrator(
     seed: int | None = None,
     device: torch.device | str = "cpu",
     filters: Sequence[str | Step] = (),
+    energy_model: ForceField | None = None,
 ) -> Propagator:
     """The integrator of ``ensemble`` (nve | langevin | svr) around ``evaluator``'s core, with ``filters``
-    ("com", "energy" or step objects) right after the core and a seeded noise generator on ``device``."""
+    ("com", "energy" or step objects) right after the core and a seeded noise generator on ``device``.
+    ``energy_model``: the energy the "energy" filter conserves when the core gives none (a learned stride)."""
     if ensemble not in ENSEMBLES:
         raise ValueError(f"unknown ensemble {ensemble!r} (choose from {', '.join(ENSEMBLES)})")
     if not timestep_fs > 0:
         raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
     core = make_core(evaluator, timestep_fs)
     dt = fs_to_ase_time(timestep_fs)
-    after = [_filter(f, dt, evaluator) for f in filters]
+    after = [_filter(f, dt, evaluator, energy_model) for f in filters]
     steps: list[Step] = [*([MarkBeforeCore()] if after else []), core, *after]
     if ensemble == "nve":
         return Propagator(steps, timestep_fs, "nve")
@@ -113,11 +115,15 @@ def build_integrator(
     return Propagator([half, *steps, half], timestep_fs, ensemble)
 
 
-def _filter(spec: str | Step, dt: float, evaluator) -> Step:
+def _filter(spec: str | Step, dt: float, evaluator, energy_model: ForceField | None) -> Step:
     if not isinstance(spec, str):
         return spec
     if spec == "com":
         return CenterOfMassFilter(dt)
     if spec == "energy":
-        return EnergyFilter(None if isinstance(evaluator, ForceField) else getattr(evaluator, "energy_model", None))
+        if isinstance(evaluator, ForceField):
+            return EnergyFilter(None)
+        if energy_model is None:
+            raise ValueError("the energy filter of a learned stride needs a companion energy model (energy_model)")
+        return EnergyFilter(energy_model)
     raise ValueError(f"unknown filter {spec!r} (choose from {', '.join(FILTERS)})")

@@ -25,7 +25,7 @@ import torch
 from ase import Atoms
 from torch import Tensor, nn
 
-from longmd.dynamics.cores import evaluator_for
+from longmd.dynamics.cores import ForceField, evaluator_for
 from longmd.dynamics.failures import (
     Limits,
     MinDistance,
@@ -198,6 +198,7 @@ def simulate(
     checkpoint_every: int = 1000,
     resume: bool = False,
     filters: Sequence[str] = (),
+    energy_model: nn.Module | None = None,
 ) -> SimulationResult:
     """Run ``steps`` MD steps of ``model`` for every structure (x ``replicas``), batched.
 
@@ -219,7 +220,8 @@ def simulate(
         device, dtype: where and in which precision to run (dtype default: the model's). The caller's model is
             not modified; a cast copy is used when it must change.
         filters: inference filters after the core step, ``"com"`` and/or ``"energy"``
-            (:mod:`longmd.dynamics.filters`).
+            (:mod:`longmd.dynamics.filters`). energy_model: the companion potential whose energy (only) the
+            ``"energy"`` filter conserves for a stride predictor.
         skin: Verlet-list skin, Å. min_distance (Å), max_temperature_K (K; default 10x ``temperature_K``, or
             5000 K without one): blow-up thresholds.
         checkpoint_every: with ``out_dir``, write ``checkpoint.pt`` (atomically) every that many steps; one is
@@ -239,8 +241,12 @@ def simulate(
     # The replica check reads this Verlet list; a predictor without a neighbour list gets one of min_distance.
     neighbors = VerletNeighbors(model.cutoff or min_distance, skin, isolate_nonfinite=True)
     evaluator = evaluator_for(model, neighbors)
+    companion = None
+    if energy_model is not None:
+        energy_model, _ = prepare_model(energy_model, device, dtype)
+        companion = ForceField(energy_model, VerletNeighbors(energy_model.cutoff or 0.0, skin), forces=False)
     integrator = build_integrator(evaluator, timestep_fs, ensemble, temperature_K, friction_per_fs, tau_fs,
-                                  seed=noise_seed, device=device, filters=filters)
+                                  seed=noise_seed, device=device, filters=filters, energy_model=companion)
     generator = next(iter(integrator.generators), None)
     state = _initial_state(init, replicas, device, dtype)
     state = _initial_momenta(state, init_velocities, temperature_K, velocity_seed)
@@ -254,7 +260,9 @@ def simulate(
            "timestep_fs": timestep_fs, "ensemble": ensemble, "temperature_K": temperature_K,
            "friction_per_fs": friction_per_fs if ensemble == "langevin" else None,
            "tau_fs": tau_fs if ensemble == "svr" else None, "seed": seed, "dtype": str(dtype),
-           "noise_device": None if generator is None else generator.device.type}  # CPU and CUDA streams differ
+           "noise_device": None if generator is None else generator.device.type,  # CPU and CUDA streams differ
+           "filters": [f if isinstance(f, str) else type(f).__name__ for f in filters],
+           "energy_model": None if energy_model is None else model_fingerprint(energy_model)}
     saved = None
     if resume:
         saved = SimulationCheckpoint.load(Path(out_dir), run, device)
