@@ -89,7 +89,8 @@ def test_a_stride_that_is_not_a_multiple_of_the_data_timestep_is_refused(emt_dat
     from longmd.config import ConfigError
 
     cfg = tiny_training_config(emt_data, tmp_path / "run", *STRIDE, "model.stride_fs=5.0")
-    with pytest.raises(ConfigError, match=r"model.stride_fs=5.0: not a multiple of the data's timestep 2.0 fs"):
+    with pytest.raises(ConfigError, match=r"model.stride_fs: a stride of 5.0 fs is not a multiple of the data.s "
+                       r"timestep 2.0 fs"):
         Trainer(cfg, log=lambda *_: None)
 
 

@@ -269,6 +269,8 @@ def _add_evaluate(sub) -> None:
                    help="timestep of the data if the files do not carry it (default: none, the files' own)")
     add_key_options(p, defaults=False)
     p.add_argument("--ase-cutoff", type=float, help="Verlet-list cutoff for ASE calculators, Å (default 5)")
+    p.add_argument("--energy-model", help="stride predictors: companion potential (any --model form) for the energy "
+                   "filter, the velocity-Verlet baseline and the speed comparison (default: none)")
     p.add_argument("--paper-scale", action="store_true",
                    help="the DT paper's protocol: 300-step rollouts, 5 x 100 ps stability runs (hours on a CPU)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",

@@ -244,7 +244,8 @@ def simulate(
     companion = None
     if energy_model is not None:
         energy_model, _ = prepare_model(energy_model, device, dtype)
-        companion = ForceField(energy_model, VerletNeighbors(energy_model.cutoff or 0.0, skin), forces=False)
+        companion = ForceField(energy_model, VerletNeighbors(energy_model.cutoff or 0.0, skin, isolate_nonfinite=True),
+                               forces=False)
     integrator = build_integrator(evaluator, timestep_fs, ensemble, temperature_K, friction_per_fs, tau_fs,
                                   seed=noise_seed, device=device, filters=filters, energy_model=companion)
     generator = next(iter(integrator.generators), None)

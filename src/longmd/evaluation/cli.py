@@ -67,6 +67,7 @@ def options_from_args(args: Any, timestep_fs: float | None = None) -> EvalOption
         "frames_max": "frames", "dtype": "dtype", "device": "device", "seed": "seed", "batch_size": "batch_size",
         "transport_species": "msd_species", "transport_steps": "transport_steps", "speed_steps": "speed_steps",
         "speed_replicas": "speed_replicas", "drift_steps": "drift_steps", "threads": "threads",
+        "companion": "energy_model",
     }
     for key, attr in flags.items():
         value = getattr(args, attr, None)
@@ -136,8 +137,29 @@ def summary(metrics: Mapping) -> str:
             items.append(f"drift {_g(m['drift'].get('drift_meV_per_atom_per_ps'))} meV/atom/ps")
         if "speed" in m:
             items.append(f"{_g(m['speed']['steps_per_s'])} steps/s")
+        if "stride" in m:
+            items.extend(stride_summary(m["stride"]))
         lines.append(f"{name}: " + "; ".join(items))
     return "\n".join(lines)
+
+
+def stride_summary(r: Mapping) -> list[str]:
+    """Headline numbers of a stride predictor."""
+    err = r["errors"]["predictor"]
+    items = [f"stride {r['stride_fs']:g} fs: |dq| {_g(err['position_deviation_A'][-1])} Å after "
+             f"{r['errors']['strides']} strides"]
+    vv = r["errors"].get("velocity_verlet")
+    if vv:
+        items.append(f"velocity Verlet at the stride: {vv['failed']} of {r['errors']['starts']} blew up")
+    for label, e in (r.get("energy") or {}).items():
+        items.append(f"{label}: drift {_g(e['drift_meV_per_atom_per_ps'])} meV/atom/ps"
+                     + (f", stopped at stride {e['stopped']['stride']} ({e['stopped']['reason']})" if e["stopped"]
+                        else ""))
+    for ensemble, t in r["temperature"].items():
+        items.append(f"{ensemble}: species T within {_g(t['largest_deviation_percent'])}% of target")
+    if r.get("speed"):
+        items.append(f"{_g(r['speed']['speedup'])}x faster per ps than velocity Verlet")
+    return items
 
 
 def _g(x: Any) -> str:

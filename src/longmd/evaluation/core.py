@@ -19,8 +19,11 @@ from longmd.evaluation import report
 from longmd.evaluation.context import Context, model_dtype
 from longmd.evaluation.heldout import HeldOut
 from longmd.evaluation.options import DEFAULT_PARTS, PARTS, EvalOptions
-from longmd.evaluation.parts import frames, jaccard, rollout, speed, stability, transport
+from longmd.evaluation.parts import frames, jaccard, rollout, speed, stability, stride, transport
+from longmd.evaluation.stride_report import stride_plots
 from longmd.models.ase_adapter import ASECalculatorModel
+from longmd.models.io import open_model
+from longmd.models.stride import StridePredictor
 from longmd.runtime import set_threads
 
 ModelPart = Callable[[Context, str, nn.Module, dict], dict]
@@ -139,7 +142,7 @@ def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory
         info = _model_info(model, specs.get(name) or getattr(model, "spec", None))
         old = old_models.get(name, {})
         same_model = (old.get("spec"), old.get("fingerprint")) == (info["spec"], info["fingerprint"])
-        same = {k: v for k, v in old.items() if k in PARTS} if same_model else {}
+        same = {k: v for k, v in old.items() if k in (*PARTS, "stride")} if same_model else {}
         metrics["models"][name] = {**info, **same}
     ctx.reference = metrics["reference"]
     old_ref = (previous or {}).get("reference", {})
@@ -154,8 +157,19 @@ def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory
         metrics["reference"]["transport"] = old_ref.get("transport") or transport.reference(ctx)
     metrics["wall_s"]["reference"] = time.perf_counter() - start
     report.write_metrics(metrics, out)
+    companion = None
     for name, model in models.items():
         entry = metrics["models"][name]
+        if isinstance(model, StridePredictor):  # its own parts: no forces to score
+            if "stride" not in entry:
+                if companion is None and opts.companion:
+                    companion = ctx.prepare(open_model(opts.companion, device=opts.device))
+                start = time.perf_counter()
+                entry["stride"] = stride.run(ctx, name, ctx.prepare(model), entry, companion)
+                entry["stride"]["plots"] = stride_plots(name, ctx.slug(name), entry["stride"], out)
+                entry["stride"]["wall_s"] = time.perf_counter() - start
+                report.write_metrics(metrics, out)
+            continue
         prepared = None
         for part, fn in MODEL_PARTS.items():
             if part not in part_list or part in entry:
@@ -167,7 +181,8 @@ def _evaluate(models: Mapping[str, nn.Module], trajectories: Sequence[Trajectory
             entry[part]["wall_s"] = time.perf_counter() - start
             report.write_metrics(metrics, out)
     plots = report.make_plots(metrics, out)
-    plots += [p for e in metrics["models"].values() for part in PARTS for p in (e.get(part) or {}).get("plots", [])]
+    plots += [p for e in metrics["models"].values() for part in (*PARTS, "stride")
+              for p in (e.get(part) or {}).get("plots", [])]
     metrics["plots"] = plots
     report.write_metrics(metrics, out)
     report.write_report(metrics, out, plots)

@@ -76,6 +76,11 @@ class EvalOptions:
     speed_steps: int = option(50, "timed MD steps per model")
     speed_replicas: int = option(1, "systems simulated together in the speed test")
     speed_warmup: int = option(5, "untimed steps before timing")
+    # stride predictors (their own parts: docs/long_stride.md)
+    companion: str | None = option(None, "stride predictors: the companion potential (model spec) for the energy "
+                                   "filter, the velocity-Verlet baseline at the stride and the speed comparison")
+    stride_steps: int = option(50, "strides of each stride-by-stride error rollout (capped by the data)", 1)
+    stride_run_strides: int = option(500, "strides of the energy-drift and thermostat runs of a predictor", 2)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

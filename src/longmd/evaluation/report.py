@@ -268,8 +268,10 @@ def _transport_section(metrics: dict) -> list[str]:
 def write_report(metrics: dict, out: Path, plots: list[str]) -> Path:
     """report.md: one short table per part that ran."""
     lines = _models_section(metrics)
+    from longmd.evaluation.stride_report import stride_section  # imports this module
+
     for section in (_rollout_section, _frames_section, _stability_section, _jaccard_section, _drift_speed_section,
-                    _transport_section):
+                    _transport_section, stride_section):
         lines += section(metrics)
     lines += ["", "## Files", "", ", ".join(f"`{p}`" for p in ["metrics.json", *plots]), ""]
     return atomic_write_text(out / "report.md", "\n".join(lines))

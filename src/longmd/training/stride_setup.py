@@ -28,7 +28,7 @@ def stride_frames(stride: float, timestep_fs: float) -> int:
     """k = the predictor's stride / the data's timestep, which must be a whole number."""
     k = stride / timestep_fs
     if abs(k - round(k)) > 1e-6 or round(k) < 1:
-        raise ConfigError(f"model.stride_fs={stride}: not a multiple of the data's timestep {timestep_fs} fs")
+        raise ValueError(f"a stride of {stride} fs is not a multiple of the data's timestep {timestep_fs} fs")
     return int(round(k))
 
 
@@ -49,7 +49,10 @@ def build_predictor(cfg: Config, trajectories: list[Trajectory], timestep_fs: fl
         raise ConfigError("model.terms: a stride predictor has no energy terms (set model.name only)")
     if cfg.model.stride_fs is None:
         raise ConfigError(f"model.name={cfg.model.name}: a stride predictor needs model.stride_fs (fs per call)")
-    stride_frames(cfg.model.stride_fs, timestep_fs)
+    try:
+        stride_frames(cfg.model.stride_fs, timestep_fs)
+    except ValueError as exc:
+        raise ConfigError(f"model.stride_fs: {exc}") from exc
     masses = species_masses(trajectories)
     try:
         return PREDICTOR_KINDS[cfg.model.name].build(sorted(masses), masses, float(cfg.model.stride_fs),

@@ -1,0 +1,169 @@
+"""Evaluation of a stride predictor (its parts replace the potential's, which need forces):
+
+- ``errors``: position and momentum deviations stride by stride from held-out frames (the reference read every
+  stride), next to the same for velocity Verlet with the companion potential at the stride as its timestep (the
+  baseline a long step breaks);
+- ``energy``: NVE with the learned stride, with and without the energy filter: the companion's total energy
+  against time (drift, largest deviation) and when and why a run stopped;
+- ``temperature``: Langevin and SVR around the learned stride: the mean temperature of every species against the
+  target (equipartition; FlashMD's Table 1);
+- ``speed``: wall time per simulated ps against velocity Verlet with the companion at the reference timestep.
+
+Without a companion (``EvalOptions.companion``) only the errors and the thermostatted runs are measured.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from longmd.analysis.rollout_test import rollout_errors
+from longmd.data.strides import subsampled
+from longmd.data.windows import Window
+from longmd.dynamics.cores import ForceField, evaluator_for
+from longmd.dynamics.equipartition import species_temperatures
+from longmd.dynamics.failures import REASONS, Limits, check_replicas
+from longmd.dynamics.neighbor_policy import VerletNeighbors
+from longmd.dynamics.propagator import build_integrator
+from longmd.dynamics.rollout import rollout
+from longmd.evaluation.context import Context, symbol
+from longmd.models.stride import StridePredictor
+from longmd.training.stride_setup import stride_frames
+
+
+def run(ctx: Context, name: str, model: StridePredictor, entry: dict, companion: nn.Module | None) -> dict:
+    k = stride_frames(float(model.timestep_fs), ctx.timestep_fs)
+    out = {"stride_fs": float(model.timestep_fs), "stride_frames": k, "errors": errors(ctx, model, companion, k)}
+    if companion is not None:
+        out["energy"] = {label: energy_run(ctx, model, companion, filters)
+                         for label, filters in (("filtered", ["com", "energy"]), ("unfiltered", ["com"]))}
+        out["speed"] = speed(ctx, model, companion)
+    out["temperature"] = {ensemble: thermostat_run(ctx, model, companion, ensemble) for ensemble in ("langevin", "svr")}
+    return out
+
+
+def _stride_windows(ctx: Context, k: int, strides: int) -> tuple[list, list[Window]]:
+    """The held-out rollout starts, each on the trajectory of its offset read every k frames."""
+    derived, index, windows = [], {}, []
+    for w in ctx.windows:
+        key = (w.traj, w.start % k)
+        if key not in index:
+            index[key] = len(derived)
+            derived.append(subsampled(ctx.trajectories[w.traj], k, w.start % k))
+        windows.append(Window(index[key], w.start // k, strides + 1))
+    length = min(len(derived[w.traj]) - w.start for w in windows)
+    if length < 2:
+        raise ValueError(f"the held-out rollouts hold no stride of {k} frames")
+    return derived, [Window(w.traj, w.start, min(w.length, length)) for w in windows]
+
+
+def errors(ctx: Context, model: StridePredictor, companion: nn.Module | None, k: int) -> dict:
+    o = ctx.opts
+    derived, windows = _stride_windows(ctx, k, o.stride_steps)
+    out = {"strides": windows[0].length - 1, "starts": len(windows)}
+    for label, m in (("predictor", model), ("velocity_verlet", companion)):
+        if m is None:
+            continue
+        e = rollout_errors(m, derived, windows, batch_size=o.batch_size, skin=o.skin, device=ctx.device,
+                           dtype=ctx.dtype(model), progress=ctx.progress(f"stride errors {label}"))
+        out[label] = {"position_deviation_A": e.position_deviation.tolist(),
+                      "momentum_deviation_amu_A_per_fs": e.momentum_deviation.tolist(),
+                      "failed": e.failed, "failed_at_stride": e.extra.get("failed_at_step", [])}
+    return out
+
+
+def _integrator(ctx: Context, model: StridePredictor, companion: nn.Module | None, filters: list[str],
+                ensemble: str = "nve"):
+    o = ctx.opts
+    neighbors = VerletNeighbors(model.cutoff or o.min_distance_A, o.skin, isolate_nonfinite=True)
+    energy = None if companion is None else ForceField(
+        companion, VerletNeighbors(companion.cutoff, o.skin, isolate_nonfinite=True), forces=False)
+    return build_integrator(evaluator_for(model, neighbors), float(model.timestep_fs), ensemble, ctx.temperature_K,
+                            o.friction_per_fs, o.tau_fs, seed=o.seed, device=ctx.device, filters=filters,
+                            energy_model=energy), energy
+
+
+def energy_run(ctx: Context, model: StridePredictor, companion: nn.Module, filters: list[str]) -> dict:
+    """NVE over ``stride_run_strides`` strides from the first held-out start; E_tot of the companion each stride."""
+    o = ctx.opts
+    propagator, energy = _integrator(ctx, model, companion, filters)
+    state = ctx.state([ctx.run_starts[0]], ctx.dtype(model))
+    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
+    totals, stop = [], None
+
+    def on_step(step: int, s) -> bool:
+        nonlocal stop
+        code = int(check_replicas(s, limits, com_removed=True)[0, 0])
+        if code:
+            stop = {"stride": step, "reason": REASONS[code]}
+            return False
+        e = s.energy if s.energy is not None else energy(s.detach()).energy
+        totals.append(float((e + s.kinetic_energy())[0]))
+        return True
+
+    with torch.no_grad():
+        rollout(propagator, state, o.stride_run_strides, store=False, on_step=on_step)
+    n_atoms = state.n_atoms
+    t_ps = np.arange(len(totals)) * float(model.timestep_fs) / 1000.0
+    e = (np.asarray(totals) - totals[0]) * 1000.0 / n_atoms
+    drift = float(np.polyfit(t_ps, e, 1)[0]) if len(e) >= 2 else None
+    return {"filters": filters, "strides_run": len(totals) - 1, "stopped": stop,
+            "drift_meV_per_atom_per_ps": drift, "max_deviation_meV_per_atom": float(np.abs(e).max()),
+            "energy_curve": {"time_fs": (t_ps * 1000.0).tolist(), "delta_meV_per_atom": e.tolist()}}
+
+
+def thermostat_run(ctx: Context, model: StridePredictor, companion: nn.Module | None, ensemble: str) -> dict:
+    """Mean temperature of every species over the second half of ``stride_run_strides`` thermostatted strides."""
+    o = ctx.opts
+    filters = ["com"] + (["energy"] if companion is not None else [])
+    propagator, _ = _integrator(ctx, model, companion, filters, ensemble)
+    state = ctx.state([ctx.run_starts[0]], ctx.dtype(model))
+    species = sorted({int(z) for z in state.numbers.tolist()})
+    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
+    samples, stop, n = [], None, o.stride_run_strides
+
+    def on_step(step: int, s) -> bool:
+        nonlocal stop
+        code = int(check_replicas(s, limits, com_removed=ensemble == "svr")[0, 0])
+        if code:
+            stop = {"stride": step, "reason": REASONS[code]}
+            return False
+        if step >= n // 2:
+            samples.append(species_temperatures(s.detach(), species)[0].cpu().numpy())
+        return True
+
+    with torch.no_grad():
+        rollout(propagator, state, n, store=False, on_step=on_step)
+    means = np.mean(samples, axis=0) if samples else np.full(len(species), np.nan)
+    target = ctx.temperature_K
+    return {"target_K": target, "filters": filters, "stopped": stop, "samples": len(samples),
+            "species_K": {symbol(z): float(t) for z, t in zip(species, means, strict=True)},
+            "largest_deviation_percent": float(np.nanmax(np.abs(means / target - 1.0)) * 100.0) if samples else None}
+
+
+def _seconds(propagator, state, steps: int) -> float:
+    with torch.no_grad():
+        s = propagator.init(state)
+        for _ in range(2):  # warm-up
+            s = propagator(s)
+        start = time.perf_counter()
+        for _ in range(steps):
+            s = propagator(s)
+        float(s.positions.sum())  # wait for the device
+    return time.perf_counter() - start
+
+
+def speed(ctx: Context, model: StridePredictor, companion: nn.Module) -> dict:
+    """Wall seconds per simulated ps: the predictor with both filters vs velocity Verlet with the companion."""
+    o = ctx.opts
+    state = ctx.state([ctx.run_starts[0]], ctx.dtype(model))
+    learned, _ = _integrator(ctx, model, companion, ["com", "energy"])
+    vv = build_integrator(ForceField(companion, VerletNeighbors(companion.cutoff, o.skin)), ctx.timestep_fs)
+    n = max(1, o.speed_steps)
+    per_ps_learned = _seconds(learned, state, n) / (n * float(model.timestep_fs) / 1000.0)
+    per_ps_vv = _seconds(vv, state, n) / (n * ctx.timestep_fs / 1000.0)
+    return {"s_per_ps_predictor": per_ps_learned, "s_per_ps_velocity_verlet": per_ps_vv,
+            "speedup": per_ps_vv / per_ps_learned, "timed_steps": n}
