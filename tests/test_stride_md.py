@@ -92,3 +92,23 @@ def test_simulate_a_predictor_with_an_energy_model_from_the_command_line(tmp_pat
     wrong = _run("simulate", "--predictor", str(tmp_path / "lj.pt"), str(tmp_path / "start.extxyz"), "--steps", "1",
                  "--out", str(tmp_path / "wrong"))
     assert wrong.returncode != 0 and "not a stride predictor" in wrong.stderr
+
+
+def test_a_committee_steps_with_the_mean_and_stops_where_its_members_disagree(tmp_path):
+    from longmd.dynamics.simulate import simulate
+    from longmd.models.committee import SPREAD, Committee
+
+    state = thermalised([alloy(5), alloy(6)], 600.0)
+    same = Committee([predictor(seed=4), predictor(seed=4)])
+    out = rollout(build_integrator(LearnedStride(same, RebuildNeighbors(same.cutoff)), 8.0), state, 2)
+    alone = rollout(build_integrator(LearnedStride(predictor(seed=4), RebuildNeighbors(6.0)), 8.0), state, 2)
+    torch.testing.assert_close(out.state.positions, alone.state.positions, rtol=0, atol=1e-12)
+    assert float(out.state.per_system[SPREAD].max()) < 1e-12  # identical members agree
+    mixed = Committee([predictor(seed=4), predictor(seed=5), predictor(seed=6)])
+    spread = rollout(build_integrator(LearnedStride(mixed, RebuildNeighbors(mixed.cutoff)), 8.0), state,
+                     1).state.per_system[SPREAD]
+    assert spread.shape == (2,) and float(spread.min()) > 1e-4
+    result = simulate(mixed, state, steps=3, timestep_fs=8.0, max_spread_A=float(spread.min()) / 2, progress=False)
+    assert result.status == ["uncertainty", "uncertainty"] and "predictors disagree" in result.stopped[0].message
+    with pytest.raises(ValueError, match="share one stride"):
+        Committee([predictor(), HarmonicStride([13, 29], [1.0, 1.0], 4.0)])

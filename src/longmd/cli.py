@@ -120,8 +120,12 @@ def _add_simulate(sub) -> None:
                    "a stride predictor file (as --predictor)")
     p.add_argument("init", help="initial structure: any ase.io file or example:NAME; the last frame unless "
                    "ASE's FILE@INDEX picks one (FILE@0: the first)")
-    p.add_argument("--predictor", help="a stride predictor (longmd train stride) as the propagator's core instead "
-                   "of a potential: one call per step of its stride, the centre-of-mass filter always on")
+    p.add_argument("--predictor", action="append", help="a stride predictor (longmd train stride) as the "
+                   "propagator's core instead of a potential: one call per step of its stride, the centre-of-mass "
+                   "filter always on; repeat it for a committee (mean step; the members' spread is logged)")
+    p.add_argument("--max-spread-A", type=POSITIVE, default=None,
+                   help="stop a replica whose committee spread (largest per-atom std of the members' positions) "
+                   "passes this, Å (default: none, only logged)")
     p.add_argument("--energy-model", help="companion potential (any MODEL form) whose energy the energy filter "
                    "conserves by rescaling momenta after each learned stride (FlashMD); turns that filter on")
     p.add_argument("--steps", type=STEPS, default=1000, help="MD steps")
@@ -185,6 +189,7 @@ def cmd_simulate(args) -> int:
     from longmd.dynamics.simulate import simulate
     from longmd.examples import resolve
     from longmd.io.read import read_structure, split_index
+    from longmd.models.committee import Committee
     from longmd.models.io import open_model
     from longmd.models.stride import StridePredictor
     from longmd.rundir import prepare_out
@@ -193,10 +198,14 @@ def cmd_simulate(args) -> int:
     _require_device(args.device)
     if (args.model is None) == (args.predictor is None):
         raise ValueError("give a MODEL or --predictor PREDICTOR (one of the two)")
-    model = open_model(args.model or args.predictor, device=args.device)
+    models = [open_model(spec, device=args.device) for spec in ([args.model] if args.model else args.predictor)]
+    for spec, m in zip(args.predictor or [], models, strict=False):
+        if not isinstance(m, StridePredictor):
+            raise ValueError(f"--predictor {spec}: not a stride predictor (give a potential as MODEL)")
+    model = models[0] if len(models) == 1 else Committee(models)
     predictor = isinstance(model, StridePredictor)
-    if args.predictor is not None and not predictor:
-        raise ValueError(f"--predictor {args.predictor}: not a stride predictor (give a potential as MODEL)")
+    if args.max_spread_A is not None and not isinstance(model, Committee):
+        raise ValueError("--max-spread-A needs a committee: give --predictor two or more times")
     energy_model = None if args.energy_model is None else open_model(args.energy_model, device=args.device)
     if energy_model is not None and not predictor:
         raise ValueError("--energy-model filters a stride predictor; a potential conserves its own energy")
@@ -219,7 +228,7 @@ def cmd_simulate(args) -> int:
         seed=args.seed, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None,
         skin=args.skin, min_distance=args.min_distance, max_temperature_K=args.max_temperature_K,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        filters=filters, energy_model=energy_model,
+        filters=filters, energy_model=energy_model, max_spread_A=args.max_spread_A,
     )
     print(result.summary())
     print(f"results in {args.out}/")

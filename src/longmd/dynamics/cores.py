@@ -130,9 +130,11 @@ class LearnedStride:
     def __call__(self, state: MDState) -> MDState:
         state = self.gradient.cut(state)
         edges = None if self.neighbors is None else self.neighbors.edges(state.step, state)
-        displacement, momenta = self.predictor(state, edges)
+        displacement, momenta, *extras = self.predictor(state, edges)
         if not self.gradient.create_graph:
             displacement, momenta = displacement.detach(), momenta.detach()
+        if extras:  # per-system values the predictor reports (a committee's spread)
+            state = state.with_extras(per_system=extras[0])
         return state.replace(positions=state.positions + displacement, momenta=momenta, forces=None, energy=None)
 
 

@@ -18,8 +18,9 @@ from longmd.data.graph import edge_vectors
 from longmd.dynamics.filters import ALPHA
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.state import MDState
+from longmd.models.committee import SPREAD
 
-REASONS = ("ok", "nan", "min_distance", "temperature", "force", "energy_filter")
+REASONS = ("ok", "nan", "min_distance", "temperature", "force", "energy_filter", "uncertainty")
 """Status of a replica; the index is the code of :func:`check_replicas` (a lower code takes precedence, except
 ``energy_filter``, which explains the non-finite momenta it leaves)."""
 
@@ -31,15 +32,19 @@ class Limits:
     min_distance: float | None = 0.5
     max_temperature_K: float | None = 5000.0
     max_force: float | None = None
+    max_spread_A: float | None = None  # a committee of stride predictors: the members' spread, Å
 
     def message(self, code: int, stats: np.ndarray, b: int) -> str:
-        """Why system b failed, from the (6, B) statistics of :func:`check_replicas`."""
+        """Why system b failed, from the (7, B) statistics of :func:`check_replicas`."""
         if code == 1:
             return "non-finite positions, momenta, forces or energy"
         if code == 2:
             return f"atoms {stats[1, b]:.3f} Å apart (< {self.min_distance:g} Å)"
         if code == 3:
             return f"T = {stats[4, b]:.0f} K (> {self.max_temperature_K:g} K)"
+        if code == 6:
+            return (f"the stride committee's spread reached {stats[6, b]:.3g} Å (> {self.max_spread_A:g} Å): the "
+                    "predictors disagree, the state is probably outside their training data")
         if code == 5:
             return ("energy filter: α² < 0 (the energy error of the learned step exceeds the internal kinetic "
                     "energy, so no momentum rescaling can restore the total energy)")
@@ -110,12 +115,13 @@ class MinDistance:
 
 def check_replicas(state: MDState, limits: Limits, d_min: Tensor | None = None,
                    com_removed: bool = True) -> np.ndarray:
-    """(6, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T,
-    largest force component.
+    """(7, B) float64 on the host, in one transfer: code (index into :data:`REASONS`), d_min, E_pot, E_kin, T,
+    largest force component, committee spread.
 
     Code 0: good; 1: non-finite positions, momenta, forces or energy; 2: d_min < ``min_distance``; 3: T above
     ``max_temperature_K``; 4: a force component above ``max_force``; 5: the energy filter found α² < 0 (its
-    NaN momenta would read as 1). A lower code takes precedence, 5 over all. E_kin is the
+    NaN momenta would read as 1); 6: a committee's spread above ``max_spread_A`` (only when nothing else failed).
+    A lower code takes precedence, 5 over all. Row 6 is the spread (NaN without a committee). E_kin is the
     whole kinetic energy (E_pot + E_kin is conserved in NVE); T is that of :meth:`MDState.temperature`
     (centre-of-mass motion excluded when the total momentum is conserved). E_pot is NaN (and not checked) for a
     state without an energy (a learned-stride core), d_min inf without ``d_min``.
@@ -140,8 +146,11 @@ def check_replicas(state: MDState, limits: Limits, d_min: Tensor | None = None,
     if limits.min_distance is not None:
         code = torch.where(d_min < limits.min_distance, 2.0, code)
     code = torch.where(nonfinite, 1.0, code)
+    spread = s.per_system.get(SPREAD, nan)
+    if limits.max_spread_A is not None:
+        code = torch.where((spread > limits.max_spread_A) & (code == 0), 6.0, code)
     alpha = s.per_system.get(ALPHA)
     if alpha is not None:
         code = torch.where(torch.isnan(alpha), 5.0, code)
-    stats = torch.stack([code, d_min, energy if s.energy is not None else nan, e_kin, temperature, f_max])
+    stats = torch.stack([code, d_min, energy if s.energy is not None else nan, e_kin, temperature, f_max, spread])
     return stats.to("cpu", torch.float64).numpy()

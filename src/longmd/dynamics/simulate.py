@@ -199,6 +199,7 @@ def simulate(
     resume: bool = False,
     filters: Sequence[str] = (),
     energy_model: nn.Module | None = None,
+    max_spread_A: float | None = None,
 ) -> SimulationResult:
     """Run ``steps`` MD steps of ``model`` for every structure (x ``replicas``), batched.
 
@@ -221,7 +222,8 @@ def simulate(
             not modified; a cast copy is used when it must change.
         filters: inference filters after the core step, ``"com"`` and/or ``"energy"``
             (:mod:`longmd.dynamics.filters`). energy_model: the companion potential whose energy (only) the
-            ``"energy"`` filter conserves for a stride predictor.
+            ``"energy"`` filter conserves for a stride predictor. max_spread_A: stop a replica whose committee
+            spread (:class:`~longmd.models.committee.Committee`) passes it, Å (None: only logged).
         skin: Verlet-list skin, Å. min_distance (Å), max_temperature_K (K; default 10x ``temperature_K``, or
             5000 K without one): blow-up thresholds.
         checkpoint_every: with ``out_dir``, write ``checkpoint.pt`` (atomically) every that many steps; one is
@@ -253,7 +255,7 @@ def simulate(
     state = _initial_momenta(state, init_velocities, temperature_K, velocity_seed)
     if max_temperature_K is None:
         max_temperature_K = default_max_temperature(temperature_K)
-    limits = Limits(min_distance, max_temperature_K)
+    limits = Limits(min_distance, max_temperature_K, max_spread_A=max_spread_A)
     n_total = state.n_systems
     alive, offset, stopped, wall_before, builds_before = list(range(n_total)), 0, [], 0.0, 0
     history = ThermoHistory(n_total)

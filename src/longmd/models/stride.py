@@ -25,7 +25,9 @@ from longmd.units import fs_to_ase_time
 
 
 class StridePredictor(nn.Module):
-    """Base class: ``forward(state, edges) -> (displacement (N, 3) Å, momenta (N, 3))`` after ``timestep_fs``.
+    """Base class: ``forward(state, edges) -> (displacement (N, 3) Å, momenta (N, 3))`` after ``timestep_fs``,
+    optionally with a third item, ``{name: (B,) tensor}`` of per-system values to keep in the state (e.g. an
+    uncertainty).
 
     ``cutoff`` (Å) is the radius of the neighbour list it reads (``edges``), None when it needs none.
     """
