@@ -112,3 +112,22 @@ def test_a_committee_steps_with_the_mean_and_stops_where_its_members_disagree(tm
     assert result.status == ["uncertainty", "uncertainty"] and "predictors disagree" in result.stopped[0].message
     with pytest.raises(ValueError, match="share one stride"):
         Committee([predictor(), HarmonicStride([13, 29], [1.0, 1.0], 4.0)])
+
+
+def test_the_ase_style_dynamics_object_moves_the_atoms_like_the_propagator():
+    from longmd.dynamics.ase_dynamics import LearnedDynamics
+
+    atoms = thermalised([alloy(5)], 600.0).to_atoms()[0]
+    model = predictor(seed=4)
+    lj = LennardJones(**LJ).double()
+    dyn = LearnedDynamics(atoms, model, energy_model=lj, ensemble="langevin", temperature_K=600.0, seed=3)
+    seen = []
+    dyn.attach(lambda: seen.append((dyn.nsteps, atoms.get_potential_energy() + atoms.get_kinetic_energy())), 2)
+    dyn.run(4)
+    assert [n for n, _ in seen] == [0, 2, 4] and dyn.get_time() == 32.0
+    reference = build_integrator(LearnedStride(model, RebuildNeighbors(model.cutoff)), 8.0, "langevin", 600.0,
+                                 filters=["com", "energy"], seed=3,
+                                 energy_model=ForceField(lj, RebuildNeighbors(6.0), forces=False))
+    out = rollout(reference, MDState.from_atoms(thermalised([alloy(5)], 600.0).to_atoms()[0]), 4).state
+    np.testing.assert_allclose(atoms.get_positions(), out.positions.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(atoms.get_momenta(), out.momenta.numpy(), rtol=0, atol=1e-10)

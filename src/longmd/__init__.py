@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["LongMDCalculator", "__version__"]
+__all__ = ["LearnedDynamics", "LongMDCalculator", "__version__"]
 
 
 def __getattr__(name: str):
@@ -13,4 +13,8 @@ def __getattr__(name: str):
         from longmd.calculator import LongMDCalculator
 
         return LongMDCalculator
+    if name == "LearnedDynamics":
+        from longmd.dynamics.ase_dynamics import LearnedDynamics
+
+        return LearnedDynamics
     raise AttributeError(f"module 'longmd' has no attribute {name!r}")
