@@ -131,3 +131,22 @@ def test_the_ase_style_dynamics_object_moves_the_atoms_like_the_propagator():
     out = rollout(reference, MDState.from_atoms(thermalised([alloy(5)], 600.0).to_atoms()[0]), 4).state
     np.testing.assert_allclose(atoms.get_positions(), out.positions.numpy(), rtol=0, atol=1e-10)
     np.testing.assert_allclose(atoms.get_momenta(), out.momenta.numpy(), rtol=0, atol=1e-10)
+
+
+def test_a_filtered_learned_stride_run_extends_bit_for_bit(tmp_path):
+    from longmd.dynamics.simulate import simulate
+
+    state = thermalised([alloy(5), alloy(6)], 600.0)
+    kwargs = dict(timestep_fs=8.0, ensemble="langevin", temperature_K=600.0, filters=["com", "energy"],
+                  energy_model=LennardJones(**LJ).double(), progress=False, log_every=1)
+    reference = simulate(predictor(seed=4), state, steps=6, out_dir=tmp_path / "ref", **kwargs)
+    simulate(predictor(seed=4), state, steps=3, out_dir=tmp_path / "run", **kwargs)
+    resumed = simulate(predictor(seed=4), state, steps=6, out_dir=tmp_path / "run", resume=True, **kwargs)
+    assert resumed.status == reference.status == ["ok", "ok"]
+    assert torch.equal(resumed.state.positions, reference.state.positions)
+    assert torch.equal(resumed.state.momenta, reference.state.momenta)
+    assert torch.equal(resumed.state.per_system[ALPHA], reference.state.per_system[ALPHA])
+    assert (tmp_path / "run" / "thermo.csv").read_text() == (tmp_path / "ref" / "thermo.csv").read_text()
+    with pytest.raises(ValueError, match="energy_model"):  # another companion cannot continue the run
+        simulate(predictor(seed=4), state, steps=8, out_dir=tmp_path / "run", resume=True,
+                 **{**kwargs, "energy_model": LennardJones(**{**LJ, "epsilon": 0.06}).double()})

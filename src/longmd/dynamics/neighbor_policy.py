@@ -81,6 +81,22 @@ class VerletNeighbors:
     def reset(self) -> None:
         self._reference, self._cell, self._edges = None, None, None
 
+    def state_dict(self) -> dict | None:
+        """Positions and cells of the last build (None before one), for checkpoints."""
+        if self._reference is None:
+            return None
+        return {"positions": self._reference.cpu(), "cell": self._cell.cpu()}
+
+    def load_state_dict(self, saved: dict | None, state: MDState) -> None:
+        """Rebuild the list from the positions of a saved build (the same pairs in the same order as before the
+        checkpoint); ``state`` gives the batch's pbc and systems."""
+        self.reset()
+        if saved is None or saved["positions"].shape != state.positions.shape:
+            return
+        build = state.replace(positions=saved["positions"].to(state.positions), cell=saved["cell"].to(state.cell))
+        self.edges(0, build)
+        self.builds -= 1  # a rebuild of a list the run already counted
+
     @property
     def current(self) -> Edges | None:
         """The list in use (cutoff + skin), or None before the first build."""

@@ -3,7 +3,8 @@
 A checkpoint (``OUT/checkpoint.pt``, written atomically) holds the state of the surviving replicas with their
 forces, the thermostat's random-generator state, the stopped replicas, the thermo history and how far every
 output file had been written. Resuming from it continues the same trajectories bit for bit: the cached forces
-feed the first half-kick, and a fresh neighbour list holds the same pairs within the cutoff.
+feed the first half-kick, and the Verlet lists are rebuilt from the positions of their last build (the same
+pairs in the same order, so sums over edges round alike).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class SimulationCheckpoint:
     run: dict
     wall_s: float
     neighbor_builds: int
+    neighbor_reference: dict | None = None  # positions and cells of the last Verlet-list builds, per list
 
     def save(self, out_dir: Path) -> Path:
         payload = {"format": FORMAT, **{f.name: getattr(self, f.name) for f in fields(self)},

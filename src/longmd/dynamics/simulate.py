@@ -275,6 +275,8 @@ def simulate(
                                                            saved.neighbor_builds)
         stopped = [ReplicaStop(**{**s, "frame": frame_from_record(s["frame"])}) for s in saved.stopped]
         history.load_state_dict(saved.history)
+        for policy, kept in zip(_verlet_lists(neighbors, companion), saved.neighbor_reference or [], strict=False):
+            policy.load_state_dict(kept, state)
         if generator is not None:
             generator.set_state(saved.generator_state)
 
@@ -297,6 +299,7 @@ def simulate(
                 generator.get_state(), stopped=[stop_record(x) for x in stopped], history=history.state_dict(),
                 outputs=outputs.marks(), run=run, wall_s=wall_before + time.perf_counter() - t0,
                 neighbor_builds=builds_before + neighbors.builds,
+                neighbor_reference=[policy.state_dict() for policy in _verlet_lists(neighbors, companion)],
             ).save(outputs.dir)
 
         monitor = Monitor(MinDistance(neighbors, reach=min_distance + skin), limits, outputs, history, bar, steps,
@@ -314,6 +317,11 @@ def simulate(
     title = f"{ensemble.upper()}{thermostat}, {timestep_fs:g} fs steps, {type(model).__name__}"
     return _finish(state, alive, stopped, n_total, offset, steps, timestep_fs, wall,
                    builds_before + neighbors.builds, outputs, history, title)
+
+
+def _verlet_lists(neighbors: VerletNeighbors, companion: ForceField | None) -> list[VerletNeighbors]:
+    """The run's Verlet lists: the model's, and the companion energy model's when there is one."""
+    return [neighbors] + ([companion.neighbors] if companion is not None else [])
 
 
 def _finish(state: MDState, alive: list[int], stopped: list[ReplicaStop], n_total: int, offset: int, steps: int,
