@@ -53,7 +53,9 @@ def test_simulate_writes_log_trajectories_and_plot(tmp_path) -> None:
                       out_dir=tmp_path, log_every=5, traj_every=10, replicas=2, seed=1, progress=False)
     with open(tmp_path / "thermo.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["step", "time_fs", "replica", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K"]
+    assert list(rows[0]) == ["step", "time_fs", "replica", "E_pot_eV", "E_kin_eV", "E_tot_eV", "T_K", "T_Ar_K"]
+    # one species under Langevin: its temperature is T itself (3N degrees of freedom, lab frame)
+    assert float(rows[-1]["T_Ar_K"]) == pytest.approx(float(rows[-1]["T_K"]), rel=1e-6)
     assert [(int(r["step"]), int(r["replica"])) for r in rows] == [(s, b) for s in range(0, 21, 5) for b in (0, 1)]
     row = rows[-1]
     assert float(row["time_fs"]) == 100.0

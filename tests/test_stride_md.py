@@ -83,12 +83,21 @@ def test_simulate_a_predictor_with_an_energy_model_from_the_command_line(tmp_pat
     save_model(LennardJones(**LJ).double(), tmp_path / "lj.pt")
     ase.io.write(tmp_path / "start.extxyz", thermalised([alloy(5)], 300.0).to_atoms()[0])
     done = _run("simulate", "--predictor", str(tmp_path / "stride.pt"), str(tmp_path / "start.extxyz"),
-                "--energy-model", str(tmp_path / "lj.pt"), "--steps", "6", "--log-every", "1", "--no-progress",
+                "--energy-model", str(tmp_path / "lj.pt"), "--steps", "6", "--log-every", "1", "--traj-every", "6",
+                "--no-progress",
                 "--out", str(tmp_path / "sim"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert "timestep 8 fs (the predictor's stride)" in done.stdout
     rows = np.genfromtxt(tmp_path / "sim" / "thermo.csv", delimiter=",", names=True)
     np.testing.assert_allclose(rows["E_tot_eV"], rows["E_tot_eV"][0], rtol=0, atol=1e-6)  # the filter holds it
+    assert {"T_Al_K", "T_Cu_K", "energy_filter_alpha"} <= set(rows.dtype.names)
+    assert np.isnan(rows["energy_filter_alpha"][0]) and np.isfinite(rows["energy_filter_alpha"][1:]).all()
+    masses = {13: 26.98, 29: 63.55}
+    atoms = ase.io.read(tmp_path / "sim" / "traj_000.extxyz", index=-1)
+    for z, sym in ((13, "Al"), (29, "Cu")):  # the species temperature of the last frame, by hand
+        mask = atoms.numbers == z
+        kin = 0.5 * (atoms.get_momenta()[mask] ** 2).sum() / masses[z]
+        assert rows[f"T_{sym}_K"][-1] == pytest.approx(2 * kin / (3 * mask.sum() * 8.617333262e-5), rel=1e-5)
     wrong = _run("simulate", "--predictor", str(tmp_path / "lj.pt"), str(tmp_path / "start.extxyz"), "--steps", "1",
                  "--out", str(tmp_path / "wrong"))
     assert wrong.returncode != 0 and "not a stride predictor" in wrong.stderr

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
+import torch
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from longmd.dynamics.equipartition import species_temperatures
 from longmd.dynamics.failures import REASONS, Limits, MinDistance, check_replicas
 from longmd.dynamics.sim_checkpoint import frame_record
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
@@ -41,7 +43,8 @@ class Monitor:
                  bar, steps: int, timestep_fs: float, log_every: int, traj_every: int, com_removed: bool,
                  progress: bool, stopped: list[ReplicaStop], written_at: int | None = None,
                  checkpoint: Callable[[int, MDState, list[int]], None] | None = None,
-                 checkpoint_every: int = 0) -> None:
+                 checkpoint_every: int = 0, species: list[int] | None = None,
+                 extras: tuple[str, ...] = ()) -> None:
         self.min_distance, self.limits, self.outputs, self.history, self.bar = (
             min_distance, limits, outputs, history, bar)
         self.steps, self.timestep_fs, self.log_every, self.traj_every = steps, timestep_fs, log_every, traj_every
@@ -49,6 +52,7 @@ class Monitor:
         self.written_at = written_at  # a resumed run: the outputs of this step are on disk already
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.last_good: MDState | None = None  # the previous step of the current batch
+        self.species, self.extras = species, extras  # logged: temperature of each species, per-system extras
 
     def __call__(self, g: int, s: MDState, alive: list[int]) -> list[int]:
         d_min = None if self.min_distance is None else self.min_distance(s)
@@ -63,7 +67,7 @@ class Monitor:
             return []
         t_fs = g * self.timestep_fs
         if g % self.log_every == 0 or g == self.steps:
-            self.outputs.thermo(g, t_fs, alive, stats)
+            self.outputs.thermo(g, t_fs, alive, stats, self._extra_columns(s))
             e_pot, e_kin, temperature = stats[2:5]
             self.history.add(t_fs, alive, np.stack([e_pot, e_kin, e_pot + e_kin, temperature]))
             self.bar.set_postfix(T=f"{temperature.mean():.0f} K", alive=len(alive), refresh=False)
@@ -73,6 +77,17 @@ class Monitor:
             self.checkpoint(g, s, alive)
         self.bar.update(g - self.bar.n)
         return []
+
+    def _extra_columns(self, s: MDState) -> np.ndarray | None:
+        """(columns, B): the temperature of every species, then the per-system extras (NaN where missing)."""
+        rows = []
+        if self.species:
+            rows.append(species_temperatures(s.detach(), self.species).T)
+        for name in self.extras:
+            value = s.per_system.get(name)
+            rows.append((value if value is not None else s.kinetic_energy().new_full((s.n_systems,), float("nan")))
+                        .detach()[None])
+        return torch.cat(rows).to("cpu", torch.float64).numpy() if rows else None
 
     def _stop(self, g: int, bad_state: MDState, stats: np.ndarray, bad: list[int],
               alive: list[int]) -> list[ReplicaStop]:

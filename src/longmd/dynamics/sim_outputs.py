@@ -123,8 +123,10 @@ class Outputs:
     those marks, and appends to them.
     """
 
-    def __init__(self, out_dir: str | Path | None, n_replicas: int, resume_from: dict | None = None) -> None:
+    def __init__(self, out_dir: str | Path | None, n_replicas: int, resume_from: dict | None = None,
+                 columns: tuple[str, ...] = ()) -> None:
         self.dir = None if out_dir is None else Path(out_dir)
+        self.columns = tuple(columns)  # thermo columns after THERMO_COLUMNS (species temperatures, filters)
         self.files: dict[str, str] = {}
         self._stack = ExitStack()
         self._csv_file = None
@@ -150,7 +152,7 @@ class Outputs:
         self._csv_file = enter(self.path("thermo.csv").open(mode, newline=""))
         self._csv = csv.writer(self._csv_file)
         if resume_from is None:
-            self._csv.writerow(THERMO_COLUMNS)
+            self._csv.writerow((*THERMO_COLUMNS, *self.columns))
         self._xyz = [enter(self.path(name).open(mode)) for name in xyz_names]
         self._traj = [enter(ase.io.Trajectory(self.path(name), mode)) for name in traj_names]
 
@@ -173,14 +175,16 @@ class Outputs:
             os.fsync(f.fileno())
         return {"bytes": {Path(f.name).name: f.tell() for f in text}, "traj_frames": list(self._traj_frames)}
 
-    def thermo(self, step: int, time_fs: float, replicas: list[int], stats: np.ndarray) -> None:
-        """One CSV row per replica from the (6, B) stats of ``check_replicas``."""
+    def thermo(self, step: int, time_fs: float, replicas: list[int], stats: np.ndarray,
+               extra: np.ndarray | None = None) -> None:
+        """One CSV row per replica from the stats of ``check_replicas`` and ``extra`` (len(columns), B)."""
         if self._csv is None:
             return
         e_pot, e_kin, temperature = stats[2:5]
+        extra = np.zeros((0, len(replicas))) if extra is None else extra
         self._csv.writerows(
             [step, f"{time_fs:.6g}", r, f"{e_pot[b]:.10g}", f"{e_kin[b]:.10g}", f"{e_pot[b] + e_kin[b]:.10g}",
-             f"{temperature[b]:.10g}"]
+             f"{temperature[b]:.10g}", *(f"{v:.8g}" for v in extra[:, b])]
             for b, r in enumerate(replicas)
         )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
 from torch import Tensor, nn
 
 from longmd.dynamics.cores import ForceField, evaluator_for
@@ -32,6 +33,7 @@ from longmd.dynamics.failures import (
     default_max_temperature,
     per_system_any,
 )
+from longmd.dynamics.filters import ALPHA
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout_dropping_failures
@@ -44,6 +46,7 @@ from longmd.dynamics.sim_checkpoint import (
 from longmd.dynamics.sim_monitor import Monitor, ReplicaStop, stop_record
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
+from longmd.models.committee import SPREAD, Committee
 from longmd.progress import step_progress
 
 
@@ -214,7 +217,9 @@ def simulate(
             of drawn initial velocities.
         init_velocities: ``"auto"`` draws Maxwell-Boltzmann momenta (zero total momentum) for systems that have
             none when ``temperature_K`` is given; ``"maxwell-boltzmann"`` always draws; ``"given"`` never.
-        out_dir: where ``thermo.csv`` (every ``log_every`` steps), ``traj_XXX.extxyz`` / ``.traj`` (every
+        out_dir: where ``thermo.csv`` (every ``log_every`` steps: energies, T, the temperature of every species
+            ``T_<symbol>_K`` (2 K_Z / 3 N_Z k_B, lab frame), the energy filter's α and a committee's spread when
+            they act), ``traj_XXX.extxyz`` / ``.traj`` (every
             ``traj_every`` steps), ``stopped_XXX.extxyz`` (last good frame of a stopped replica),
             ``thermo.png`` and ``summary.json`` go; None writes nothing.
         seed: initial velocities and thermostat noise use independent streams spawned from it.
@@ -282,7 +287,10 @@ def simulate(
 
     if out_dir is not None and saved is None:  # a new run: an old checkpoint there must not be resumed later
         (Path(out_dir) / CHECKPOINT).unlink(missing_ok=True)
-    with Outputs(out_dir, n_total, resume_from=saved and saved.outputs) as outputs, step_progress(
+    species = sorted({int(z) for z in state.numbers.tolist()})
+    extras = tuple(name for name, on in ((ALPHA, "energy" in filters), (SPREAD, isinstance(model, Committee))) if on)
+    columns = (*(f"T_{chemical_symbols[z]}_K" for z in species), *extras)
+    with Outputs(out_dir, n_total, resume_from=saved and saved.outputs, columns=columns) as outputs, step_progress(
             steps, offset, progress, "MD") as bar:
         if saved is not None:  # the stopped frames the checkpoint knows are files of this run; later ones go
             kept = {Path(stop.frame_path).name for stop in stopped}
@@ -306,7 +314,7 @@ def simulate(
                            timestep_fs, log_every, traj_every, integrator.com_removed, progress, stopped,
                            written_at=offset if saved is not None else None,
                            checkpoint=checkpoint if outputs.dir is not None else None,
-                           checkpoint_every=checkpoint_every)
+                           checkpoint_every=checkpoint_every, species=species, extras=extras)
         state, alive, offset = rollout_dropping_failures(integrator, state, steps, monitor,
                                                          ids=alive, first_step=offset)
         if outputs.dir is not None:
