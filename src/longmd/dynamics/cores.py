@@ -105,7 +105,8 @@ class VelocityVerlet:
 
 
 class LearnedStride:
-    """One predictor call per step: x' = x + Δx, p' = predicted. The state then has no forces or energy."""
+    """One predictor call per step: x' = x + Δx, p' = predicted, both constrained (fixed atoms stay, a fixed
+    centre of mass does not move). The state then has no forces or energy."""
 
     def __init__(self, predictor: StridePredictor, neighbors: NeighborPolicy | None = None,
                  gradient: str = "none") -> None:
@@ -123,7 +124,8 @@ class LearnedStride:
         displacement, momenta = self.predictor(state, edges)
         if not self.gradient.create_graph:
             displacement, momenta = displacement.detach(), momenta.detach()
-        return state.replace(positions=state.positions + displacement, momenta=momenta, forces=None, energy=None)
+        return state.replace(positions=state.positions + state.constrain(displacement, momenta=False),
+                             momenta=state.constrain(momenta), forces=None, energy=None)
 
 
 def reset_neighbors(neighbors: NeighborPolicy | None) -> None:
