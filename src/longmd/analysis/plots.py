@@ -117,9 +117,12 @@ def plot_parity(
 
 
 def plot_rdf(
-    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "radial distribution"
+    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "radial distribution",
+    pair_density: bool = False,
 ) -> Path:
-    """g(r) of several models and the reference."""
+    """g(r) of several models and the reference (``pair_density``: the n(r) of non-bulk frames, 1/Å³)."""
+    if pair_density:
+        return _curves(r, curves, path, title, "r (Å)", "n(r) (1/Å³)")
     return _curves(r, curves, path, title, "r (Å)", "g(r)", hline=1.0)
 
 

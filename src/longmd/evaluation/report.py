@@ -89,12 +89,14 @@ def make_plots(metrics: dict, out: Path) -> list[str]:
         r = np.asarray(rs["r"])
         h = {"reference": rs["h"], **{n: s["structure"]["h"] for n, s in stab.items()}}
         g = {"reference": rs["g"], **{n: s["structure"]["g"] for n, s in stab.items()}}
+        density = rs.get("rdf_normalization") == "pair_density"
+        name = "n(r)" if density else "g(r)"
         files.append(plot_distance_histogram(r, h, out / "distance_histogram.png", "h(r) of the final frames"))
-        files.append(plot_rdf(r, g, out / "rdf.png", "g(r) of the final frames"))
+        files.append(plot_rdf(r, g, out / "rdf.png", f"{name} of the final frames", density))
         for pair, g_ref in rs["partial"].items():
             curves = {"reference": g_ref, **{n: s["structure"]["partial"][pair] for n, s in stab.items()
                                              if pair in s["structure"]["partial"]}}
-            files.append(plot_rdf(r, curves, out / f"rdf_{pair}.png", f"g(r) {pair}"))
+            files.append(plot_rdf(r, curves, out / f"rdf_{pair}.png", f"{name} {pair}", density))
         for k, pair in enumerate(ref["stability"]["tracked"]):
             curves = {}
             for j, run in enumerate(pair["runs"]):
@@ -191,7 +193,12 @@ def _stability_section(metrics: dict) -> list[str]:
              "same scores between two independent reference samples (alternate held-out trajectories, or the two "
              "halves of one), what an exact model scores; \"within noise\" lists the scores at most "
              f"{FLOOR_FACTOR:g}x that floor.", ""]
-    skipped = (metrics.get("reference", {}).get("stability", {}).get("structure") or {}).get("partial_skipped")
+    structure = metrics.get("reference", {}).get("stability", {}).get("structure") or {}
+    if structure.get("rdf_normalization") == "pair_density":
+        lines[-1:-1] = ["The frames are not bulk (vacuum or a non-periodic axis), so the RDFs are pair densities "
+                        "n(r) (1/Å³, the density of atoms at distance r from an atom; independent of the vacuum) "
+                        "and RDF-MAE is in 1/Å³."]
+    skipped = structure.get("partial_skipped")
     if skipped:
         listed = ", ".join(f"{k} ({n} atom pair(s))" for k, n in skipped.items())
         lines[-1:-1] = [f"Partial RDFs skipped (fewer than 3 atom pairs per frame: no structure to compare): {listed}."]
