@@ -32,6 +32,12 @@ def test_all_plots_write_pngs(tmp_path: Path) -> None:
             log_y=True,
         ),
         plots.plot_mepa_vs_step({"DT": 0.05 + 0.001 * steps}, tmp_path / "mepa_steps.png"),
+        plots.plot_mepa_vs_step(
+            {"DT": {"mean": 0.05 + 0.001 * steps, "lo": 0.04 + 0.001 * steps, "hi": 0.07 + 0.001 * steps}},
+            tmp_path / "mepa_band.png",
+            per_species={"DT": {"H": {"mean": 0.02 + 0 * steps, "lo": 0.01 + 0 * steps, "hi": 0.03 + 0 * steps},
+                                "C": 0.03 + 0 * steps}},
+        ),
         plots.plot_parity(ref_forces + 0.1, ref_forces, tmp_path / "parity.png", numbers=[1, 1, 6, 6, 46, 46]),
         plots.plot_parity(
             rng.normal(size=10), rng.normal(size=10), tmp_path / "energy.png", quantity="energy", unit="eV/atom"

@@ -12,9 +12,11 @@ from longmd.analysis.structure import (
     distance_histogram,
     histogram_l1,
     histogram_mae,
+    is_bulk,
     partial_rdfs,
     rdf,
     rdf_mae,
+    rdf_normalization,
 )
 
 
@@ -23,6 +25,7 @@ def test_ideal_gas_rdf_is_one() -> None:
     box = 20.0
     frames = rng.uniform(0.0, box, size=(3, 1500, 3))
     r, g = rdf(frames, np.eye(3) * box, True, r_max=6.0, n_bins=30)
+    assert rdf_normalization(frames, np.eye(3) * box, True) == "bulk"  # "auto" keeps g(r) for bulk
     assert r[0] == pytest.approx(0.1)
     far = r > 2.0
     assert np.abs(g[far] - 1.0).max() < 0.05
@@ -77,7 +80,46 @@ def test_non_periodic_with_volume_agrees_with_ase() -> None:
     _, g = rdf(cluster.positions, None, False, 6.0, 40, volume=1500.0)
     np.testing.assert_allclose(g, g_ase, atol=1e-10)
     with pytest.raises(ValueError, match="volume"):
-        rdf(cluster.positions, None, False, 6.0, 40)
+        rdf(cluster.positions, None, False, 6.0, 40, normalization="bulk")
+    _, n = rdf(cluster.positions, None, False, 6.0, 40)  # auto: a molecule has no bulk density
+    np.testing.assert_allclose(n, g_ase * len(cluster) / 1500.0, atol=1e-12)
+
+
+def _slab(vacuum: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of 120 random atoms in a 6 Å thick layer of a 10 x 10 Å periodic cell, ``vacuum`` Å above it."""
+    rng = np.random.default_rng(seed)
+    frames = rng.uniform(0.0, 1.0, size=(4, 120, 3)) * np.array([10.0, 10.0, 6.0])
+    numbers = np.array([1, 6] * 60)
+    return frames, numbers, np.diag([10.0, 10.0, 6.0 + vacuum])
+
+
+def test_slab_rdf_does_not_depend_on_the_vacuum() -> None:
+    """A slab's g(r) by N/V of the cell scales with the vacuum chosen; the reported pair density does not."""
+    curves, bulk_curves = [], []
+    for vacuum in (10.0, 30.0):
+        frames, numbers, cell = _slab(vacuum)
+        assert not is_bulk(frames, cell, True) and rdf_normalization(frames, cell, True) == "pair_density"
+        r, n = rdf(frames, cell, True, 4.5, 45)
+        _, parts = partial_rdfs(frames, numbers, cell, True, 4.5, 45)
+        curves.append((n, parts))
+        bulk_curves.append(rdf(frames, cell, True, 4.5, 45, normalization="bulk")[1])
+    np.testing.assert_allclose(curves[0][0], curves[1][0], atol=1e-12)
+    for key in curves[0][1]:
+        np.testing.assert_allclose(curves[0][1][key], curves[1][1][key], atol=1e-12)
+    far = r > 2.0
+    assert bulk_curves[1][far].mean() == pytest.approx(bulk_curves[0][far].mean() * 36.0 / 16.0, rel=1e-9)
+    # Deep inside the layer (r below its half thickness) n(r) is the layer's density 120 / 600 Å^3, a bit less
+    # as the shells reach past its faces: between half and all of it.
+    assert 0.5 * 0.2 < n[(r > 1.5) & (r < 3.0)].mean() < 0.2
+
+
+def test_bulk_detection() -> None:
+    frames, _, cell = _slab(10.0)
+    assert not is_bulk(frames, cell, [True, True, False])
+    assert is_bulk(frames, np.diag([10.0, 10.0, 6.0]), True)  # the same atoms filling their cell
+    assert is_bulk(frames, cell, True, gap_A=20.0)  # a 10 Å gap is below a 20 Å threshold
+    with pytest.raises(ValueError, match="normalization"):
+        rdf_normalization(frames, cell, True, normalization="slab")
 
 
 def test_rdf_mae() -> None:

@@ -56,6 +56,10 @@ def test_reference_through_the_adapter_scores_zero(trajectories, tmp_path) -> No
     assert ref["rollout"]["mepa_mean"] < 1e-5  # same integrator and timestep as the reference: only rounding
     assert max(ref["rollout"]["curves"]["position_deviation_A"]) < 1e-6
     assert lj["rollout"]["mepa_mean"] > 0.05 and lj["rollout"]["mepa_final"] > 0.05
+    starts = lj["rollout"]["curves"]["over_starts"]  # what mepa_vs_step.png draws: mean and band over 2 starts
+    assert starts["n"] == 2 and set(starts["per_species"]) == {"Cu", "Au"}
+    np.testing.assert_allclose(starts["mepa"]["mean"], lj["rollout"]["curves"]["mepa"], rtol=1e-12)
+    assert np.all(np.asarray(starts["mepa"]["lo"]) <= np.asarray(starts["mepa"]["hi"]))
     assert ref["frames"]["force_mae"] < 1e-5 and ref["frames"]["energy_mae_per_atom"] < 1e-6
     assert lj["frames"]["force_mae"] > 0.05
     assert set(ref["frames"]["force_mae_per_species"]) == {"Cu", "Au"}
@@ -330,7 +334,7 @@ def test_partial_rdfs_of_pairs_with_too_few_atom_pairs_are_skipped_and_listed() 
     numbers = np.array([18] * 10 + [36] * 2)
     positions = rng.uniform(0, 8, size=(5, 12, 3))
     ctx = SimpleNamespace(opts=SimpleNamespace(r_max=4.0, n_bins=40))
-    structure = _structure([(positions, numbers, np.eye(3) * 8.0, np.array([True] * 3))], ctx)
+    structure = _structure([(positions, numbers, np.eye(3) * 8.0, np.array([True] * 3))], ctx, "bulk")
     assert structure["partial_skipped"] == {"Kr-Kr": 1}
     assert set(structure["partial"]) == {"Ar-Ar", "Ar-Kr"}
     assert pair_count(numbers, 18, 18) == 45 and pair_count(numbers, 18, 36) == 20

@@ -144,10 +144,13 @@ def test_a_training_stage_recovers_the_stiffness(tmp_path) -> None:
         assert k == pytest.approx(K[z], rel=0.02), learned.stiffness()
 
 
-def test_simulate_refuses_ase_constraints_instead_of_dropping_them() -> None:
+def test_simulate_with_a_stride_core_keeps_fixed_atoms_in_place() -> None:
     from ase.constraints import FixAtoms
 
-    atoms = single_atoms(n=1)[0] + Atoms("H", positions=[[3.0, 0, 0]])
+    atoms = single_atoms(n=1)[0] + Atoms("H", positions=[[3.0, 0, 0]], momenta=[[0.05, 0.0, 0.0]])
     atoms.set_constraint(FixAtoms(indices=[1]))
-    with pytest.raises(ValueError, match=r"structure 0 carries ASE constraints \(FixAtoms\)"):
-        simulate(stride(8.0), atoms, steps=2, timestep_fs=8.0, progress=False)
+    result = simulate(stride(8.0), atoms, steps=5, timestep_fs=8.0, progress=False)
+    final = result.final_atoms[0]
+    assert final.positions[1].tolist() == [3.0, 0.0, 0.0]
+    assert np.abs(final.positions[0] - atoms.positions[0]).max() > 0.01
+    assert [type(c).__name__ for c in final.constraints] == ["FixAtoms"]

@@ -34,7 +34,7 @@ def run_demo(out: Path, config: str | Path | None = None, resume: bool = False, 
     result = train(cfg, resume=resume and (train_dir / "checkpoint.pt").exists())
     eval_dir = out / "evaluate"
     models = {f"DT (best, S={result.best_s})": train_dir / "best.pt", "S=1 (force matching)": train_dir / "best_S1.pt"}
-    report = evaluate_run(models, cfg, train_dir / "split.json", eval_dir)
+    report = evaluate_run(models, cfg, train_dir / "split.json", eval_dir, run_dir=train_dir)
     minutes = (time.perf_counter() - start) / 60
     print(f"\nlongmd demo finished in {minutes:.1f} min")
     print(f"  training run:      {train_dir}/ (learning_curve.png, metrics.csv, best.pt, best_S*.pt)")

@@ -70,14 +70,61 @@ def _curves(x: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, *
     return _save(_curves_figure(x, curves, *args, **kwargs), path)
 
 
+Band = Mapping[str, np.ndarray]
+"""A curve over starts: ``{"mean", "lo", "hi"}`` arrays (:func:`longmd.analysis.rollout_test.spread`)."""
+
+SPECIES_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_mepa_vs_step(
-    curves: Mapping[str, np.ndarray], path: str | Path, timestep_fs: float | None = None, log_y: bool = False
+    curves: Mapping[str, np.ndarray | Band],
+    path: str | Path,
+    timestep_fs: float | None = None,
+    log_y: bool = False,
+    per_species: Mapping[str, Mapping[str, np.ndarray | Band]] | None = None,
+    band_label: str = "16-84 % of starts",
 ) -> Path:
-    """MEPA per rollout step for several models (paper Fig. 4); x in fs when ``timestep_fs`` is given."""
-    n = max((len(np.asarray(v)) for v in curves.values()), default=0)
+    """MEPA per rollout step for several models (paper Fig. 4); x in fs when ``timestep_fs`` is given.
+
+    A curve is an array or a :data:`Band` (its mean drawn, lo..hi shaded). ``per_species`` ({model: {species:
+    curve}}) adds a second panel of per-species force MAEs, one colour per model and one line style per species.
+    """
+    def mean(c) -> np.ndarray:
+        return np.asarray(c["mean"] if isinstance(c, Mapping) else c, dtype=np.float64)
+
+    n = max((len(mean(v)) for v in curves.values()), default=0)
     x = np.arange(n) * (timestep_fs if timestep_fs else 1.0)
     xlabel = "time (fs)" if timestep_fs else "step"
-    return _curves(x, curves, path, "MEPA along rollouts", xlabel, "MEPA (eV/Å)", log_y=log_y)
+    panels = 2 if per_species else 1
+    fig = Figure(figsize=(6.0, 4.0 * panels))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+
+    def draw(ax, c, color, label, style="-") -> None:
+        y = mean(c)
+        line = ax.plot(x[: len(y)], y, style, color=color, label=label, linewidth=1.4)[0]
+        if isinstance(c, Mapping) and "lo" in c:
+            ax.fill_between(x[: len(y)], np.asarray(c["lo"]), np.asarray(c["hi"]), color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+
+    colors = {label: f"C{k}" for k, label in enumerate(curves)}
+    banded = any(isinstance(c, Mapping) for c in curves.values())
+    for label, c in curves.items():
+        draw(axes[0], c, colors[label], label)
+    axes[0].set(title="MEPA along rollouts" + (f" (mean over starts, band {band_label})" if banded else ""),
+                ylabel="MEPA (eV/Å)")
+    if per_species:
+        for label, by_species in per_species.items():
+            for k, (sp, c) in enumerate(by_species.items()):
+                draw(axes[1], c, colors.get(label), f"{label} {sp}", SPECIES_STYLES[k % len(SPECIES_STYLES)])
+        axes[1].set(title="per species", ylabel="force MAE (eV/Å)")
+    for ax in axes:
+        if log_y:
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[-1].set_xlabel(xlabel)
+    return _save(fig, path)
 
 
 def plot_parity(
@@ -117,9 +164,12 @@ def plot_parity(
 
 
 def plot_rdf(
-    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "radial distribution"
+    r: np.ndarray, curves: Mapping[str, np.ndarray], path: str | Path, title: str = "radial distribution",
+    pair_density: bool = False,
 ) -> Path:
-    """g(r) of several models and the reference."""
+    """g(r) of several models and the reference (``pair_density``: the n(r) of non-bulk frames, 1/Å³)."""
+    if pair_density:
+        return _curves(r, curves, path, title, "r (Å)", "n(r) (1/Å³)")
     return _curves(r, curves, path, title, "r (Å)", "g(r)", hline=1.0)
 
 

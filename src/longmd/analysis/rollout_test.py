@@ -42,6 +42,9 @@ class ErrorSums:
         dev_sum, dev_count: (L,) summed position deviations (Å) and the atoms they cover.
         mom_sum: (L,) summed momentum deviations |p_model - p_ref| (amu·Å/fs) of the same atoms.
         n_windows, failed: rollouts run and rollouts that blew up.
+        window_abs_sum, window_counts: the same force sums of each window on its own ((L, n_species) and
+            (n_species,) per window, in window order), for spreads over starts. They stay with the process
+            that ran the windows (:meth:`to_vector` leaves them out).
     """
 
     abs_sum: np.ndarray
@@ -51,19 +54,26 @@ class ErrorSums:
     mom_sum: np.ndarray
     n_windows: int = 0
     failed: int = 0
+    window_abs_sum: list[np.ndarray] = field(default_factory=list)
+    window_counts: list[np.ndarray] = field(default_factory=list)
 
     @classmethod
     def zeros(cls, length: int, n_species: int) -> ErrorSums:
         return cls(np.zeros((length, n_species)), np.zeros(n_species), np.zeros(length), np.zeros(length),
                    np.zeros(length))
 
-    def add_forces(self, forces: np.ndarray, ref: np.ndarray, numbers: np.ndarray, species: Sequence[int]) -> None:
-        """Add (L, N, 3) predicted vs reference forces of atoms ``numbers``; non-finite forces count 1e6."""
+    def add_forces(self, forces: np.ndarray, ref: np.ndarray, numbers: np.ndarray, species: Sequence[int],
+                   window: bool = False) -> None:
+        """Add (L, N, 3) predicted vs reference forces of atoms ``numbers``; non-finite forces count 1e6.
+        ``window``: they are one window's, kept on their own too (``window_abs_sum``, ``window_counts``)."""
         err = np.abs(np.nan_to_num(forces, nan=1e6, posinf=1e6, neginf=1e6) - ref).sum(-1)  # (L, N)
-        for k, z in enumerate(species):
-            mask = numbers == z
-            self.abs_sum[:, k] += err[:, mask].sum(1)
-            self.counts[k] += 3 * mask.sum()
+        abs_sum = np.stack([err[:, numbers == z].sum(1) for z in species], axis=1)
+        counts = np.array([3.0 * np.sum(numbers == z) for z in species])
+        self.abs_sum += abs_sum
+        self.counts += counts
+        if window:
+            self.window_abs_sum.append(abs_sum)
+            self.window_counts.append(counts)
 
     def to_vector(self) -> np.ndarray:
         """Everything in one float64 vector (for one all-reduce)."""
@@ -145,6 +155,24 @@ class RolloutErrors:
         """Momentum deviation (amu·Å/fs) averaged over the steps after step 0; inf if any rollout failed."""
         return math.inf if self.failed else float(np.mean(self.momentum_deviation[1:]))
 
+    def over_starts(self) -> dict | None:
+        """Mean and spread of the per-window curves (each start scored on its own), or None without them.
+
+        Returns ``{"n": W, "mepa": {"mean", "lo", "hi"} of (L,), "per_species": {"mean", "lo", "hi"} of
+        (L, n_species)}``: the mean over the W starts and the 16th-84th percentile band across them
+        (:func:`spread`). For windows of one composition the mean equals the pooled :attr:`mepa`.
+        """
+        sums = self.sums
+        if sums is None or not sums.window_abs_sum or not (np.asarray(sums.window_counts) > 0).any():
+            return None
+        per_species = np.stack([a / np.maximum(c, 1) for a, c in zip(sums.window_abs_sum, sums.window_counts)])
+        present = [torch.as_tensor(c > 0) for c in sums.window_counts]
+        mepa = np.stack([combine_species(torch.as_tensor(ps), p, self.species_reduction).numpy()
+                         for ps, p in zip(per_species, present)])
+        absent = ~np.asarray(sums.window_counts, dtype=bool)[:, None, :]  # a species a window lacks: not scored
+        return {"n": len(mepa), "mepa": spread(mepa),
+                "per_species": spread(np.where(absent, np.nan, per_species))}
+
     def summary(self) -> dict:
         return {
             "mepa_mean": self.mean_mepa,
@@ -153,6 +181,17 @@ class RolloutErrors:
             "n_windows": self.n_windows,
             "failed": self.failed,
         }
+
+
+BAND = (16.0, 84.0)
+"""Percentiles of the band across starts (the central 68 %: mean ± 1 σ for a normal spread)."""
+
+
+def spread(values: np.ndarray, band: tuple[float, float] = BAND) -> dict[str, np.ndarray]:
+    """Mean and the ``band`` percentiles across the first axis (starts), ignoring NaN (a species a start lacks)."""
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = np.nanpercentile(v, band, axis=0)
+    return {"mean": np.nanmean(v, axis=0), "lo": lo, "hi": hi}
 
 
 def state_from_frames(trajectories: Sequence[Trajectory], starts: Sequence[tuple[int, int]], device, dtype) -> MDState:
@@ -222,7 +261,11 @@ def rollout_errors(
         sums.failed += len(stops)
         failed_at.extend(stops.values())
         if not isinstance(model, StridePredictor):
-            sums.add_forces(forces, ref_f, numbers, species)
+            offset = 0
+            for w in chunk:
+                atoms = slice(offset, offset + trajectories[w.traj].n_atoms)
+                offset = atoms.stop
+                sums.add_forces(forces[:, atoms], ref_f[:, atoms], numbers[atoms], species, window=True)
         dev = _deviation(positions, ref_x, chunk, trajectories)
         sums.dev_sum += np.nansum(dev, axis=1)
         sums.dev_count += np.isfinite(dev).sum(1)

@@ -7,6 +7,16 @@ within ``r_max`` count as pairs. The RDF is normalised exactly like ASE's ``ase.
     g_ab(r) = counts_ab(r) / (N_a * (N_b / V) * 4/3 pi (r_k+1^3 - r_k^3)),
 
 averaged over frames; the total g(r) uses all atoms (N_a = N_b = N). See ``docs/analysis.md``.
+
+That normalisation needs a bulk system: in a slab or a molecule in a box, N_b / V is set by the vacuum one
+chose, so g(r) scales with it. Non-bulk frames (:func:`is_bulk`: a non-periodic axis, or an empty layer thicker
+than :data:`VACUUM_GAP_A` along a cell axis) therefore get the **pair density** instead (``normalization=
+"pair_density"``, the default ``"auto"`` choosing it),
+
+    n_ab(r) = counts_ab(r) / (N_a * 4/3 pi (r_k+1^3 - r_k^3))   (1/Å^3),
+
+the mean number density of b atoms at distance r from an a atom: the same curve whatever the vacuum (as long
+as it is wider than r_max), and n_ab = (N_b / V) g_ab in bulk.
 """
 
 from __future__ import annotations
@@ -14,6 +24,40 @@ from __future__ import annotations
 import numpy as np
 
 from longmd.analysis._frames import as_frames, frame_cells, pair_distances, pbc3
+
+VACUUM_GAP_A = 5.0
+"""An empty layer thicker than this (Å) along a cell axis makes a frame non-bulk (:func:`is_bulk`)."""
+NORMALIZATIONS = ("auto", "bulk", "pair_density")
+
+
+def is_bulk(positions: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray | bool,
+            gap_A: float = VACUUM_GAP_A) -> bool:
+    """Whether the frames fill their cell: every axis periodic and, in every frame and along every cell axis, no
+    atom-free layer thicker than ``gap_A`` Å (a slab's vacuum, a molecule in a box)."""
+    pos = as_frames(positions)
+    if not pbc3(pbc).all():
+        return False
+    for frame, c in zip(pos, frame_cells(cell, len(pos)), strict=True):
+        if abs(float(np.linalg.det(c))) < 1e-10:
+            return False
+        inverse = np.linalg.inv(c)  # columns: reciprocal vectors b_k (a_i . b_k = delta_ik)
+        heights = 1.0 / np.linalg.norm(inverse, axis=0)  # spacing of the lattice planes of each axis, Å
+        frac = np.sort((frame @ inverse) % 1.0, axis=0)
+        gaps = np.diff(np.concatenate([frac, frac[:1] + 1.0]), axis=0).max(axis=0) * heights
+        if (gaps > gap_A).any():
+            return False
+    return True
+
+
+def rdf_normalization(positions: np.ndarray, cell: np.ndarray | None, pbc: np.ndarray | bool,
+                      volume: float | None = None, normalization: str = "auto") -> str:
+    """``"bulk"`` (g(r), N_b / V) or ``"pair_density"`` (n(r), 1/Å^3): what ``"auto"`` resolves to for these frames
+    (bulk with an explicit ``volume`` or when :func:`is_bulk`); an explicit choice is returned as it is."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {normalization!r}")
+    if normalization != "auto":
+        return normalization
+    return "bulk" if volume is not None or is_bulk(positions, cell, pbc) else "pair_density"
 
 
 def _bin_edges(r_max: float, n_bins: int) -> np.ndarray:
@@ -31,8 +75,9 @@ def _species_counts(
     r_max: float,
     n_bins: int,
     volume: float | None,
+    normalization: str = "auto",
 ) -> np.ndarray:
-    """Per-frame g_ab for all species pairs: array (n_species, n_species, n_bins), averaged over frames."""
+    """Per-frame g_ab (or n_ab) for all species pairs: (n_species, n_species, n_bins), averaged over frames."""
     pos = as_frames(positions)
     cells, pbc_arr = frame_cells(cell, len(pos)), pbc3(pbc)
     code = np.searchsorted(species, numbers)
@@ -42,16 +87,18 @@ def _species_counts(
     dr = float(r_max / n_bins)
     n_s = len(species)
     g = np.zeros((n_s, n_s, n_bins))
+    bulk = rdf_normalization(pos, cells, pbc_arr, volume, normalization) == "bulk"
     for frame, c in zip(pos, cells, strict=True):
         vol = abs(float(np.linalg.det(c))) if volume is None else float(volume)
-        if vol < 1e-10:
-            raise ValueError("RDF needs a volume: give a cell with non-zero volume or pass volume=")
+        if bulk and vol < 1e-10:
+            raise ValueError("a bulk RDF needs a volume: give a cell with non-zero volume or pass volume= "
+                             "(or use normalization='pair_density')")
         i, j, d = pair_distances(frame, c, pbc_arr, r_max)
         idx = np.ceil(d / dr).astype(np.int64)
         ok = (idx >= 1) & (idx <= n_bins)
         key = (code[i[ok]] * n_s + code[j[ok]]) * n_bins + idx[ok] - 1
         counts = np.bincount(key, minlength=n_s * n_s * n_bins).reshape(n_s, n_s, n_bins)
-        norm = n_of[:, None] * n_of[None, :] / vol
+        norm = n_of[:, None] * n_of[None, :] / vol if bulk else np.repeat(n_of[:, None], n_s, axis=1)
         g += counts / np.where(norm > 0, norm, 1.0)[:, :, None] / shell
     return g / len(pos)
 
@@ -70,14 +117,17 @@ def rdf(
     numbers: np.ndarray | None = None,
     pair: tuple[int, int] | None = None,
     volume: float | None = None,
+    normalization: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Radial distribution function g(r), averaged over frames.
+    """Radial distribution function g(r) (or, for non-bulk frames, the pair density n(r)), averaged over frames.
 
     Args:
         positions: (N, 3) or (T, N, 3) Å. cell: (3, 3), (T, 3, 3) or None. pbc: bool or (3,).
         r_max, n_bins: histogram range (0, r_max] in Å and its number of bins.
         numbers, pair: atomic numbers (N,) and (Z_a, Z_b) for the partial g_ab(r); default total g(r).
-        volume: Å^3, overrides |det(cell)| (needed for non-periodic systems).
+        volume: Å^3, overrides |det(cell)| (a bulk g(r) of a non-periodic system).
+        normalization: ``"bulk"`` (g(r), dimensionless), ``"pair_density"`` (n(r), 1/Å^3) or ``"auto"``
+            (:func:`rdf_normalization`: bulk for bulk frames or a given ``volume``, else the pair density).
 
     Returns:
         (bin centres r (n_bins,), g (n_bins,)).
@@ -87,7 +137,7 @@ def rdf(
     if pair is None:
         species = [0]
         code_nums = np.zeros(n_atoms, dtype=np.int64)
-        g = _species_counts(positions, code_nums, species, cell, pbc, r_max, n_bins, volume)[0, 0]
+        g = _species_counts(positions, code_nums, species, cell, pbc, r_max, n_bins, volume, normalization)[0, 0]
         return _centres(r_max, n_bins), g
     if numbers is None:
         raise ValueError("a partial RDF (pair=...) needs numbers")
@@ -95,7 +145,7 @@ def rdf(
     for z in pair:
         if z not in species:
             raise ValueError(f"species {z} of pair {pair} is not among the atoms ({species})")
-    g = _species_counts(positions, nums, species, cell, pbc, r_max, n_bins, volume)
+    g = _species_counts(positions, nums, species, cell, pbc, r_max, n_bins, volume, normalization)
     return _centres(r_max, n_bins), g[species.index(pair[0]), species.index(pair[1])]
 
 
@@ -107,11 +157,13 @@ def partial_rdfs(
     r_max: float,
     n_bins: int = 200,
     volume: float | None = None,
+    normalization: str = "auto",
 ) -> tuple[np.ndarray, dict[tuple[int, int], np.ndarray]]:
-    """All partial RDFs g_ab(r) with Z_a <= Z_b (g_ab = g_ba), from one pass over the frames."""
+    """All partial RDFs g_ab(r) (or pair densities n_ab, see :func:`rdf`) with Z_a <= Z_b (g_ab = g_ba; n_ab =
+    n_ba only up to N_b / N_a), from one pass over the frames."""
     nums = np.asarray(numbers, dtype=np.int64)
     species = sorted(set(nums.tolist()))
-    g = _species_counts(positions, nums, species, cell, pbc, r_max, n_bins, volume)
+    g = _species_counts(positions, nums, species, cell, pbc, r_max, n_bins, volume, normalization)
     out = {(za, zb): g[a, b] for a, za in enumerate(species) for b, zb in enumerate(species) if za <= zb}
     return _centres(r_max, n_bins), out
 

@@ -112,7 +112,8 @@ class VelocityVerlet:
 
 
 class LearnedStride:
-    """One predictor call per step: x' = x + Δx, p' = predicted. The state then has no forces or energy."""
+    """One predictor call per step: x' = x + Δx, p' = predicted, both constrained (fixed atoms stay, a fixed
+    centre of mass does not move). The state then has no forces or energy."""
 
     def __init__(self, predictor: StridePredictor, neighbors: NeighborPolicy | None = None,
                  gradient: str = "none") -> None:
@@ -135,7 +136,8 @@ class LearnedStride:
             displacement, momenta = displacement.detach(), momenta.detach()
         if extras:  # per-system values the predictor reports (a committee's spread)
             state = state.with_extras(per_system=extras[0])
-        return state.replace(positions=state.positions + displacement, momenta=momenta, forces=None, energy=None)
+        return state.replace(positions=state.positions + state.constrain(displacement, momenta=False),
+                             momenta=state.constrain(momenta), forces=None, energy=None)
 
 
 def reset_neighbors(neighbors: NeighborPolicy | None) -> None:

@@ -12,34 +12,34 @@ per-system extras: total momentum, centre of mass and, when the state has an ene
   replica check stops it loudly; α is kept in the per-system extra ``energy_filter_alpha``. Needs the energy
   after the core: the state's (a force-field core) or that of ``energy_model`` (a
   :class:`~longmd.dynamics.cores.ForceField`, energy only, for cores without energies).
+
+Constraints: a system with fixed atoms does not conserve its total momentum (the fixed atoms take it up), so the
+centre-of-mass filter leaves it alone, and the energy filter rescales all its momenta (fixed ones stay zero).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from longmd.dynamics.cores import ForceField
-from longmd.dynamics.state import MDState, kinetic_energy, remove_total_momentum
+from longmd.dynamics.state import MDState, kinetic_energy, per_system_sum
 
 _P, _COM, _E = "before_core_momentum", "before_core_com", "before_core_energy"
 ALPHA = "energy_filter_alpha"  # the per-system rescaling factor of the last step, kept for the thermo log
 
 
-def _per_system_sum(values: Tensor, system: Tensor, n_systems: int) -> Tensor:
-    return values.new_zeros((n_systems, *values.shape[1:])).index_add(0, system, values)
-
-
 def center_of_mass(state: MDState) -> Tensor:
     """(B, 3) centre of mass of each system (positions are unwrapped), Å."""
-    total_m = _per_system_sum(state.masses, state.system, state.n_systems)
-    return _per_system_sum(state.masses[:, None] * state.positions, state.system, state.n_systems) / total_m[:, None]
+    total_m = per_system_sum(state.masses, state.system, state.n_systems)
+    return per_system_sum(state.masses[:, None] * state.positions, state.system, state.n_systems) / total_m[:, None]
 
 
 class MarkBeforeCore:
     """Records total momentum, centre of mass and (if known) total energy before the core step."""
 
     def __call__(self, state: MDState) -> MDState:
-        marks = {_P: _per_system_sum(state.momenta, state.system, state.n_systems), _COM: center_of_mass(state)}
+        marks = {_P: per_system_sum(state.momenta, state.system, state.n_systems), _COM: center_of_mass(state)}
         if state.energy is not None:
             marks[_E] = state.energy + state.kinetic_energy()
         return state.with_extras(per_system=marks)
@@ -55,12 +55,16 @@ class CenterOfMassFilter:
 
     def __call__(self, state: MDState) -> MDState:
         n, system, m = state.n_systems, state.system, state.masses
-        total_m = _per_system_sum(m, system, n)
+        total_m = per_system_sum(m, system, n)
         p_before = state.per_system[_P]
-        excess = _per_system_sum(state.momenta, system, n) - p_before
+        excess = per_system_sum(state.momenta, system, n) - p_before
         momenta = state.momenta - m[:, None] * (excess / total_m[:, None])[system]
         target = state.per_system[_COM] + self.dt * p_before / total_m[:, None]
         positions = state.positions - (center_of_mass(state) - target)[system]
+        if state.fixed is not None:  # systems with fixed atoms keep what the (constrained) core gave
+            held = state.has_fixed_atoms()[system][:, None]
+            positions = torch.where(held, state.positions, positions)
+            momenta = torch.where(held, state.momenta, momenta)
         return state.replace(positions=positions, momenta=momenta)
 
 
@@ -83,7 +87,7 @@ class EnergyFilter:
         if _E not in state.per_system:
             raise ValueError("EnergyFilter: no energy before the core (the state had none: evaluate it first)")
         n, system, m = state.n_systems, state.system, state.masses
-        internal = remove_total_momentum(state.momenta, m, system, n)
+        internal = state.internal_momenta()
         k_int = kinetic_energy(internal, m, system, n)
         error = state.energy + state.kinetic_energy() - state.per_system[_E]
         alpha2 = 1.0 - error / k_int

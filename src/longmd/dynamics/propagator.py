@@ -36,7 +36,9 @@ class Propagator:
     name: str = "nve"
 
     def init(self, state: MDState) -> MDState:
-        """The start state: each step's ``init`` in order (the core's evaluates forces where it has them)."""
+        """The start state: momenta constrained (:meth:`MDState.constrained`), then each step's ``init`` in order
+        (the core's evaluates forces where it has them)."""
+        state = state.constrained()
         for step in self.steps:
             init = getattr(step, "init", None)
             if init is not None:

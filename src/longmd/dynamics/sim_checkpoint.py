@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms, FixCom
 from torch import nn
 
 from longmd.atomic import atomic_torch_save
-from longmd.dynamics.state import MDState
+from longmd.dynamics.state import FIX_COM, FIXED, MDState, constraint_extras
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
@@ -86,14 +87,15 @@ class SimulationCheckpoint:
 
 
 def frame_record(atoms: Atoms) -> dict:
-    """An ``Atoms`` frame (with momenta and a single-point energy/forces) as tensors, exactly."""
+    """An ``Atoms`` frame (with momenta, a single-point energy/forces and FixAtoms / FixCom) as tensors, exactly."""
     record = {key: torch.as_tensor(np.asarray(value)) for key, value in (
         ("numbers", atoms.numbers), ("positions", atoms.positions), ("cell", atoms.cell[:]), ("pbc", atoms.pbc),
         ("masses", atoms.get_masses()), ("momenta", atoms.get_momenta()))}
     if atoms.calc is not None:
         record["energy"] = torch.tensor(atoms.get_potential_energy())
-        record["forces"] = torch.as_tensor(atoms.get_forces())
-    return record
+        record["forces"] = torch.as_tensor(atoms.get_forces(apply_constraint=False))
+    per_atom, per_system = constraint_extras([atoms])
+    return {**record, **per_atom, **per_system}
 
 
 def frame_from_record(record: dict) -> Atoms:
@@ -103,4 +105,8 @@ def frame_from_record(record: dict) -> Atoms:
     atoms.set_momenta(record["momenta"].numpy(), apply_constraint=False)
     if "energy" in record:
         atoms.calc = SinglePointCalculator(atoms, energy=float(record["energy"]), forces=record["forces"].numpy())
+    constraints = [FixAtoms(mask=record[FIXED].numpy())] if FIXED in record and bool(record[FIXED].any()) else []
+    if FIX_COM in record and bool(record[FIX_COM][0]):
+        constraints.append(FixCom())
+    atoms.set_constraint(constraints)
     return atoms

@@ -137,26 +137,16 @@ def prepare_model(model: nn.Module, device: str, dtype: torch.dtype | None) -> t
 def _initial_state(
     init: Atoms | Sequence[Atoms] | MDState, replicas: int, device: str, dtype: torch.dtype
 ) -> MDState:
-    """Batched state of every replica, without cached forces (they are always evaluated at the start)."""
+    """Batched state of every replica, without cached forces (they are always evaluated at the start).
+
+    The structures' FixAtoms / FixCom constraints come along (:meth:`MDState.from_atoms`; others raise)."""
     if isinstance(init, MDState):
         state = init.detach().to(device=device, dtype=dtype)
-        if replicas > 1:
-            state = state.select(torch.arange(state.n_systems).repeat_interleave(replicas))
     else:
-        atoms_list = [init] if isinstance(init, Atoms) else list(init)
-        _refuse_constraints(atoms_list)
-        state = MDState.from_atoms([a for a in atoms_list for _ in range(replicas)], device=device, dtype=dtype)
+        state = MDState.from_atoms([init] if isinstance(init, Atoms) else list(init), device=device, dtype=dtype)
+    if replicas > 1:
+        state = state.select(torch.arange(state.n_systems, device=state.device).repeat_interleave(replicas))
     return state.replace(forces=None, energy=None)
-
-
-def _refuse_constraints(atoms_list: Sequence[Atoms]) -> None:
-    """longmd's integrators do not apply ASE constraints: refuse them rather than let fixed atoms move."""
-    for k, atoms in enumerate(atoms_list):
-        if atoms.constraints:
-            names = ", ".join(sorted({type(c).__name__ for c in atoms.constraints}))
-            raise ValueError(f"structure {k} carries ASE constraints ({names}), which longmd's integrators do not "
-                             "apply yet: its fixed atoms would move. Remove them (del atoms.constraints) to run "
-                             "unconstrained, or run constrained MD with ASE through longmd's calculator")
 
 
 def _initial_momenta(state: MDState, mode: str, temperature_K: float | None, seed: int) -> MDState:
@@ -210,8 +200,9 @@ def simulate(
     one call per step of its stride: ``timestep_fs`` must equal it).
 
     Args:
-        init: structure(s) (momenta from the Atoms) or an :class:`MDState` (cached forces are ignored: forces
-            are evaluated at the initial positions). Replica ``k * replicas + r`` is copy r of structure k.
+        init: structure(s) (momenta and FixAtoms / FixCom constraints from the Atoms; other constraints raise)
+            or an :class:`MDState` (cached forces are ignored: forces are evaluated at the initial positions).
+            Replica ``k * replicas + r`` is copy r of structure k.
         timestep_fs: fs. ensemble: ``"nve"``, ``"langevin"`` (OBABO, ``friction_per_fs`` in 1/fs) or ``"svr"``
             (Bussi, relaxation time ``tau_fs`` in fs). temperature_K: thermostat target, K; also the temperature
             of drawn initial velocities.

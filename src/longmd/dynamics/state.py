@@ -2,6 +2,12 @@
 
 All quantities in ASE units: positions Å, momenta amu·Å/ASE-time (as ``ase.Atoms.get_momenta``), masses amu,
 energies eV, forces eV/Å. Systems are concatenated; ``system`` (sorted) says which system each atom is in.
+
+Constraints (ASE's ``FixAtoms`` and ``FixCom``) travel as two extras, a per-atom bool ``fixed`` and a per-system
+bool ``fix_com``, present only when some structure has a constraint. Steps keep momenta (and a learned core its
+displacements) on the constraint surface with :meth:`MDState.constrain`: fixed atoms have zero momentum (so a
+drift never moves them), and a ``fix_com`` system's free atoms have zero total momentum. Degrees of freedom count
+them as ASE does (3 per fixed atom, 3 for FixCom); :meth:`MDState.to_atoms` gives the constraints back.
 """
 
 from __future__ import annotations
@@ -13,10 +19,15 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms, FixCom
 from torch import Tensor
 
 from longmd.data.graph import move_tensor
 from longmd.units import KB_EV_PER_K
+
+FIXED, FIX_COM = "fixed", "fix_com"
+"""Names of the constraint extras: per-atom ``fixed`` (FixAtoms) and per-system ``fix_com`` (FixCom), both bool."""
+SUPPORTED_CONSTRAINTS = ("FixAtoms", "FixCom")
 
 
 @dataclass
@@ -81,18 +92,75 @@ class MDState:
         """(B,) kinetic energy per system, eV."""
         return kinetic_energy(self.momenta, self.masses, self.system, self.n_systems)
 
+    @property
+    def fixed(self) -> Tensor | None:
+        """(N,) bool: atoms held by FixAtoms (None: no structure has any)."""
+        return self.per_atom.get(FIXED)
+
+    @property
+    def fix_com(self) -> Tensor | None:
+        """(B,) bool: systems whose centre of mass is held by FixCom (None: none is)."""
+        return self.per_system.get(FIX_COM)
+
+    def has_fixed_atoms(self) -> Tensor:
+        """(B,) bool: systems with at least one fixed atom."""
+        if self.fixed is None:
+            return torch.zeros(self.n_systems, dtype=torch.bool, device=self.device)
+        return per_system_sum(self.fixed.to(self.dtype), self.system, self.n_systems) > 0
+
+    def com_frame(self, com_removed: bool = True) -> Tensor:
+        """(B,) bool: systems whose temperature is taken in their centre-of-mass frame (3 dof fewer): FixCom
+        ones, and with ``com_removed`` (total momentum conserved) those without fixed atoms (fixed atoms take
+        up momentum, so there the whole kinetic energy counts, as in ASE)."""
+        frame = torch.full((self.n_systems,), com_removed, dtype=torch.bool, device=self.device)
+        if self.fixed is not None:
+            frame = frame & ~self.has_fixed_atoms()
+        return frame if self.fix_com is None else frame | self.fix_com
+
     def degrees_of_freedom(self, com_removed: bool = True) -> Tensor:
-        """(B,) 3 N_b, minus 3 when the total momentum is fixed at zero (NVE, SVR); at least 1."""
-        return degrees_of_freedom(self.system, self.n_systems, com_removed).to(self.dtype)
+        """(B,) 3 N_b, minus 3 per fixed atom and 3 in the centre-of-mass frame (:meth:`com_frame`: FixCom, or
+        the total momentum fixed at zero in NVE, SVR), as ``ase.Atoms.get_number_of_degrees_of_freedom``;
+        at least 1."""
+        return degrees_of_freedom(self.system, self.n_systems, self.com_frame(com_removed), self.fixed).to(self.dtype)
+
+    def internal_momenta(self, com_removed: bool = True) -> Tensor:
+        """(N, 3) momenta in each :meth:`com_frame` system's centre-of-mass frame (of its free atoms); the other
+        systems' momenta as they are."""
+        return remove_total_momentum(self.momenta, self.masses, self.system, self.n_systems,
+                                     self.com_frame(com_removed), self.fixed)
 
     def temperature(self, com_removed: bool = True) -> Tensor:
         """(B,) instantaneous temperature, K: 2 E_kin / (dof k_B).
 
         With ``com_removed`` (total momentum conserved: NVE, SVR) E_kin is taken in each system's centre-of-mass
         frame with 3N - 3 degrees of freedom, so a drifting system (e.g. a molecule shot at a surface) is not
-        reported as hot; otherwise (Langevin) the whole kinetic energy over 3N.
+        reported as hot; otherwise (Langevin) the whole kinetic energy over 3N. Constraints count as in
+        :meth:`degrees_of_freedom`, so a constrained frame reads as ``ase.Atoms.get_temperature`` reads it.
         """
-        return temperature(self.momenta, self.masses, self.system, self.n_systems, com_removed)
+        e_kin = kinetic_energy(self.internal_momenta(com_removed), self.masses, self.system, self.n_systems)
+        return 2.0 * e_kin / (self.degrees_of_freedom(com_removed) * KB_EV_PER_K)
+
+    def constrain(self, values: Tensor, momenta: bool = True) -> Tensor:
+        """(N, 3) momenta (or, ``momenta=False``, displacements) obeying the constraints: zero on fixed atoms;
+        in FixCom systems the free atoms' total momentum (mass-weighted displacement) removed. Unchanged
+        without constraints."""
+        fixed, fix_com = self.fixed, self.fix_com
+        if fixed is not None:
+            values = torch.where(fixed[:, None], torch.zeros_like(values), values)
+        if fix_com is None:
+            return values
+        free = self.masses if fixed is None else torch.where(fixed, torch.zeros_like(self.masses), self.masses)
+        total = per_system_sum(values if momenta else free[:, None] * values, self.system, self.n_systems)
+        mass = per_system_sum(free, self.system, self.n_systems).clamp_min(torch.finfo(self.dtype).tiny)
+        mean = total / mass[:, None]
+        shift = (mean * fix_com[:, None])[self.system]
+        return values - (free[:, None] * shift if momenta else shift * (free > 0)[:, None])
+
+    def constrained(self) -> MDState:
+        """The state with its momenta on the constraint surface (itself when it has no constraints)."""
+        if self.fixed is None and self.fix_com is None:
+            return self
+        return self.replace(momenta=self.constrain(self.momenta))
 
     def detach(self) -> MDState:
         """A copy whose tensors carry no autograd graph (same storage)."""
@@ -166,10 +234,12 @@ class MDState:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> MDState:
-        """Batch ASE Atoms (momenta from ``get_momenta()``, zero when absent). Forces are not cached."""
+        """Batch ASE Atoms (momenta from ``get_momenta()``, zero when absent). Forces are not cached. FixAtoms and
+        FixCom become the constraint extras (see the module doc); any other constraint raises."""
         atoms_list = [atoms] if isinstance(atoms, Atoms) else list(atoms)
         if not atoms_list:
             raise ValueError("MDState.from_atoms: empty list of structures")
+        per_atom, per_system = constraint_extras(atoms_list, device)
 
         def cat(arrays: list[np.ndarray]) -> Tensor:
             return torch.from_numpy(np.concatenate(arrays)).to(device=device)
@@ -184,11 +254,15 @@ class MDState:
             pbc=torch.tensor(np.stack([a.pbc for a in atoms_list]), dtype=torch.bool, device=device),
             system=torch.repeat_interleave(torch.arange(len(counts), device=device),
                                            torch.tensor(counts, device=device)),
+            per_atom=per_atom,
+            per_system=per_system,
         )
 
     def to_atoms(self) -> list[Atoms]:
-        """One ``ase.Atoms`` per system, with momenta; cached energy/forces attached as a single-point result."""
+        """One ``ase.Atoms`` per system, with momenta and its FixAtoms / FixCom constraints; cached energy/forces
+        attached as a single-point result."""
         s = self.detach().to("cpu")
+        fixed, fix_com = s.fixed, s.fix_com
         counts = s.atoms_per_system().tolist()
         starts = (np.cumsum(counts) - np.asarray(counts, dtype=int)).astype(int)
         out = []
@@ -202,6 +276,11 @@ class MDState:
                 masses=s.masses[sl].double().numpy(),
             )
             atoms.set_momenta(s.momenta[sl].double().numpy(), apply_constraint=False)
+            constraints = [] if fixed is None or not fixed[sl].any() else [FixAtoms(mask=fixed[sl].numpy())]
+            if fix_com is not None and bool(fix_com[b]):
+                constraints.append(FixCom())
+            if constraints:
+                atoms.set_constraint(constraints)
             if s.forces is not None and s.energy is not None:
                 atoms.calc = SinglePointCalculator(
                     atoms, energy=float(s.energy[b]), forces=s.forces[sl].double().numpy()
@@ -239,30 +318,61 @@ def maxwell_boltzmann_momenta(
     return torch.where(movable[system][:, None], p, torch.zeros_like(p))
 
 
+def constraint_extras(atoms_list: Sequence[Atoms], device: torch.device | str = "cpu"
+                      ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The ``fixed`` / ``fix_com`` extras of the structures' FixAtoms and FixCom constraints (empty dicts when
+    none has a constraint). Any other constraint raises, naming it: longmd would otherwise ignore it."""
+    if not any(a.constraints for a in atoms_list):
+        return {}, {}
+    fixed, fix_com = [], []
+    for k, atoms in enumerate(atoms_list):
+        mask, com = np.zeros(len(atoms), dtype=bool), False
+        for c in atoms.constraints:
+            if isinstance(c, FixAtoms):
+                mask[c.get_indices()] = True
+            elif isinstance(c, FixCom):
+                com = True
+            else:
+                raise ValueError(
+                    f"structure {k} carries the ASE constraint {type(c).__name__}, which longmd's integrators do "
+                    f"not apply (they apply {' and '.join(SUPPORTED_CONSTRAINTS)}): remove it (del "
+                    "atoms.constraints) to run unconstrained, or run that constrained MD with ASE through "
+                    "longmd's calculator")
+        fixed.append(mask)
+        fix_com.append(com)
+    return ({FIXED: torch.from_numpy(np.concatenate(fixed)).to(device)},
+            {FIX_COM: torch.tensor(fix_com, dtype=torch.bool, device=device)})
+
+
+def per_system_sum(values: Tensor, system: Tensor, n_systems: int) -> Tensor:
+    """(B, ...) sums of the (N, ...) values over each system's atoms."""
+    return values.new_zeros((n_systems, *values.shape[1:])).index_add(0, system, values)
+
+
 def kinetic_energy(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int) -> Tensor:
     """(B,) sum of p^2 / 2m per system, eV."""
-    per_atom = 0.5 * (momenta * momenta).sum(-1) / masses
-    return torch.zeros(n_systems, dtype=momenta.dtype, device=momenta.device).index_add(0, system, per_atom)
+    return per_system_sum(0.5 * (momenta * momenta).sum(-1) / masses, system, n_systems)
 
 
-def temperature(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int, com_removed: bool = True) -> Tensor:
-    """(B,) instantaneous temperature, K (see :meth:`MDState.temperature`)."""
-    if com_removed:
-        momenta = remove_total_momentum(momenta, masses, system, n_systems)
-    dof = degrees_of_freedom(system, n_systems, com_removed).to(momenta.dtype)
-    return 2.0 * kinetic_energy(momenta, masses, system, n_systems) / (dof * KB_EV_PER_K)
-
-
-def degrees_of_freedom(system: Tensor, n_systems: int, com_removed: bool = True) -> Tensor:
-    """(B,) long: 3 N_b, minus 3 when the total momentum is fixed (for N_b > 1); at least 1."""
+def degrees_of_freedom(system: Tensor, n_systems: int, com_removed: bool | Tensor = True,
+                       fixed: Tensor | None = None) -> Tensor:
+    """(B,) long: 3 N_b, minus 3 per ``fixed`` atom, minus 3 where ``com_removed`` (a bool or (B,) bool: the
+    total momentum is fixed) when more than 3 remain; at least 1."""
     n = 3 * torch.bincount(system, minlength=n_systems)
-    if com_removed:
-        n = torch.where(n > 3, n - 3, n)
+    if fixed is not None:
+        n = n - 3 * per_system_sum(fixed.long(), system, n_systems)
+    n = torch.where(torch.as_tensor(com_removed, device=n.device) & (n > 3), n - 3, n)
     return n.clamp_min(1)
 
 
-def remove_total_momentum(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int) -> Tensor:
-    """Momenta minus m_i times the centre-of-mass velocity of their system (total momentum zero)."""
-    total_p = torch.zeros(n_systems, 3, dtype=momenta.dtype, device=momenta.device).index_add(0, system, momenta)
-    total_m = torch.zeros(n_systems, dtype=masses.dtype, device=masses.device).index_add(0, system, masses)
-    return momenta - masses[:, None] * (total_p / total_m[:, None])[system]
+def remove_total_momentum(momenta: Tensor, masses: Tensor, system: Tensor, n_systems: int,
+                          where: Tensor | None = None, fixed: Tensor | None = None) -> Tensor:
+    """Momenta minus m_i times the centre-of-mass velocity of their system (total momentum zero), in the
+    systems ``where`` (B,) bool (default all); ``fixed`` atoms are left out of the sum and keep their momenta."""
+    free = masses if fixed is None else torch.where(fixed, torch.zeros_like(masses), masses)
+    total_p = per_system_sum(momenta if fixed is None else momenta * (free > 0)[:, None], system, n_systems)
+    total_m = per_system_sum(free, system, n_systems).clamp_min(torch.finfo(masses.dtype).tiny)
+    velocity = total_p / total_m[:, None]
+    if where is not None:
+        velocity = velocity * where[:, None]
+    return momenta - free[:, None] * velocity[system]

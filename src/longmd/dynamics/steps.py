@@ -8,7 +8,9 @@
 Filters are steps too (:mod:`longmd.dynamics.filters`). A step may define ``init(state) -> state``, called once
 by :meth:`~longmd.dynamics.propagator.Propagator.init` before the first step (e.g. to remember a conserved
 quantity in the state's extras). Every operation is out of place, so autograd runs through them (Dynamic
-Training). Thermostats with ``conserves_momentum`` False (Langevin) change the total momentum.
+Training). Thermostats with ``conserves_momentum`` False (Langevin) change the total momentum. Every step that
+changes momenta leaves them on the state's constraint surface (:meth:`MDState.constrain`: fixed atoms at rest,
+FixCom systems without centre-of-mass motion), so a drift never moves a fixed atom.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import ClassVar, Protocol
 
 import torch
 
-from longmd.dynamics.state import MDState, degrees_of_freedom, kinetic_energy, remove_total_momentum
+from longmd.dynamics.state import MDState, kinetic_energy
 from longmd.units import KB_EV_PER_K
 
 
@@ -30,8 +32,8 @@ class Step(Protocol):
 
 
 def kick(state: MDState, dt: float) -> MDState:
-    """B: p <- p + dt F."""
-    return state.replace(momenta=state.momenta + dt * state.forces)
+    """B: p <- p + dt F (constrained: fixed atoms and a fixed centre of mass take no kick)."""
+    return state.replace(momenta=state.constrain(state.momenta + dt * state.forces))
 
 
 def drift(state: MDState, dt: float) -> MDState:
@@ -85,7 +87,7 @@ class LangevinO:
         self.generator = generator_on(self.generator, state.device)
         noise = torch.randn(state.momenta.shape, generator=self.generator, dtype=state.dtype, device=state.device)
         sigma = torch.sqrt((1.0 - c * c) * kt * state.masses)[:, None]
-        return state.replace(momenta=c * state.momenta + sigma * noise)
+        return state.replace(momenta=state.constrain(c * state.momenta + sigma * noise))
 
 
 @dataclass
@@ -100,17 +102,19 @@ class BussiR:
     _dof: tuple[torch.Tensor, torch.Tensor, int] | None = field(default=None, init=False, repr=False)
 
     def _degrees_of_freedom(self, state: MDState) -> tuple[torch.Tensor, int]:
-        """(B,) 3N - 3 and its maximum, cached per batch (one host read when the systems change)."""
+        """(B,) degrees of freedom (3N - 3, constraints counted) and their maximum, cached per batch (one host
+        read when the systems change)."""
         if self._dof is None or self._dof[0] is not state.system:
-            dof = degrees_of_freedom(state.system, state.n_systems, com_removed=True)
+            dof = state.degrees_of_freedom(com_removed=True).long()
             self._dof = (state.system, dof.to(state.dtype), int(dof.max()))
         return self._dof[1], self._dof[2]
 
     def __call__(self, state: MDState) -> MDState:
-        """Rescales the momenta in each system's centre-of-mass frame; the total momentum is kept as it is."""
+        """Rescales the momenta in each system's centre-of-mass frame (a system with fixed atoms: all its
+        momenta); the total momentum is kept as it is."""
         n_sys = state.n_systems
         dof, max_dof = self._degrees_of_freedom(state)
-        internal = remove_total_momentum(state.momenta, state.masses, state.system, n_sys)
+        internal = state.internal_momenta()
         kin0 = kinetic_energy(internal, state.masses, state.system, n_sys)
         # A system at rest (or a lone atom) cannot be rescaled: keep it as it is. The clamp uses the dtype's
         # smallest normal number (a literal 1e-300 is 0 in float32 and gave 0 * inf = NaN momenta).

@@ -15,6 +15,7 @@ from longmd.data.splits import Split
 from longmd.evaluation.core import evaluate
 from longmd.evaluation.heldout import trained_on
 from longmd.evaluation.options import EvalOptions, TrackedPair, paper_scale
+from longmd.evaluation.report import add_training_section
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
 from longmd.models.ase_adapter import PREFIX as ASE_PREFIX
@@ -167,10 +168,12 @@ def _g(x: Any) -> str:
 
 
 def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | Path, out_dir: str | Path,
-                 parts: str | Sequence[str] | None = None, options: EvalOptions | None = None) -> Path:
+                 parts: str | Sequence[str] | None = None, options: EvalOptions | None = None,
+                 run_dir: str | Path | None = None) -> Path:
     """Evaluate saved models of a training run on its test trajectories (the demo); returns report.md's path.
 
-    ``cfg`` is the run's training config (its ``data`` section says how to read the data).
+    ``cfg`` is the run's training config (its ``data`` section says how to read the data). With the run's
+    directory ``run_dir`` the report also gets its validation MEPA of the best model of each S.
     """
     from longmd.training.setup import load_data
 
@@ -180,4 +183,5 @@ def evaluate_run(models: Mapping[str, str | Path], cfg: Any, split_path: str | P
     loaded = {name: load_model(path, device=options.device) for name, path in models.items()}
     evaluate(loaded, trajectories, out_dir, test=Split.load(split_path), parts=parts, options=options,
              specs={n: str(p) for n, p in models.items()})
-    return Path(out_dir) / "report.md"
+    report = Path(out_dir) / "report.md"
+    return report if run_dir is None else add_training_section(report, Path(run_dir))

@@ -12,13 +12,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from ase.data import chemical_symbols
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from longmd.analysis.plots import plot_distance_histogram, plot_jaccard, plot_mepa_vs_step, plot_rdf
+from longmd.analysis.rollout_test import BAND
 from longmd.atomic import atomic_write_text
 from longmd.evaluation.context import slug
 from longmd.evaluation.parts.stability import FLOOR_FACTOR, SCORES
+from longmd.training.run_log import best_per_s, plot_best_per_s, read_records
 
 
 def clean(obj):
@@ -78,8 +81,14 @@ def make_plots(metrics: dict, out: Path) -> list[str]:
     files: list[Path] = []
     roll = {n: m["rollout"]["curves"] for n, m in models.items() if "rollout" in m}
     if roll:
-        mepa = {n: c["mepa"] for n, c in roll.items()}
-        files.append(plot_mepa_vs_step(mepa, out / "mepa_vs_step.png", timestep_fs=dt, log_y=_wide_range(mepa)))
+        mepa = {n: c["over_starts"]["mepa"] if c.get("over_starts") else c["mepa"] for n, c in roll.items()}
+        species = {n: c["over_starts"]["per_species"] if c.get("over_starts") else c["per_species"]
+                   for n, c in roll.items()}
+        bands = [c["over_starts"]["band_percentiles"] for c in roll.values() if c.get("over_starts")]
+        label = f"{bands[0][0]:g}-{bands[0][1]:g} % of starts" if bands else ""
+        values = {n: m["mean"] + m["hi"] if isinstance(m, dict) else m for n, m in mepa.items()}
+        files.append(plot_mepa_vs_step(mepa, out / "mepa_vs_step.png", timestep_fs=dt, log_y=_wide_range(values),
+                                       per_species=species, band_label=label))
         dev = {n: (np.arange(len(c["position_deviation_A"])) * dt, c["position_deviation_A"]) for n, c in roll.items()}
         files.append(plot_xy(dev, out / "position_deviation.png", "deviation from the reference trajectory",
                              "time (fs)", "mean |x - x_ref| (Å)"))
@@ -89,12 +98,14 @@ def make_plots(metrics: dict, out: Path) -> list[str]:
         r = np.asarray(rs["r"])
         h = {"reference": rs["h"], **{n: s["structure"]["h"] for n, s in stab.items()}}
         g = {"reference": rs["g"], **{n: s["structure"]["g"] for n, s in stab.items()}}
+        density = rs.get("rdf_normalization") == "pair_density"
+        name = "n(r)" if density else "g(r)"
         files.append(plot_distance_histogram(r, h, out / "distance_histogram.png", "h(r) of the final frames"))
-        files.append(plot_rdf(r, g, out / "rdf.png", "g(r) of the final frames"))
+        files.append(plot_rdf(r, g, out / "rdf.png", f"{name} of the final frames", density))
         for pair, g_ref in rs["partial"].items():
             curves = {"reference": g_ref, **{n: s["structure"]["partial"][pair] for n, s in stab.items()
                                              if pair in s["structure"]["partial"]}}
-            files.append(plot_rdf(r, curves, out / f"rdf_{pair}.png", f"g(r) {pair}"))
+            files.append(plot_rdf(r, curves, out / f"rdf_{pair}.png", f"{name} {pair}", density))
         for k, pair in enumerate(ref["stability"]["tracked"]):
             curves = {}
             for j, run in enumerate(pair["runs"]):
@@ -152,8 +163,9 @@ def _rollout_section(metrics: dict) -> list[str]:
     r0 = rows[0][1]
     lines = ["", f"## Rollout test ({r0['steps']} NVE steps from {len(r0['starts'])} held-out starts)", "",
              f"MEPA = per-species force MAE ({r0['species_reduction']} over species) per step, eV/Å; the model's "
-             "forces on its own trajectory vs the reference forces of the same step. Plots: `mepa_vs_step.png`, "
-             "`position_deviation.png`.", ""]
+             "forces on its own trajectory vs the reference forces of the same step. Plots: `mepa_vs_step.png` "
+             f"(mean over the starts, each scored on its own, with the band of {BAND[0]:g}-{BAND[1]:g} % of the "
+             "starts; per species below), `position_deviation.png`.", ""]
     header = ["model", "MEPA mean", "MEPA last step", *[f"MEPA {s}" for s in species], "deviation last step (Å)",
               "blew up"]
     table = [[n, _f(r["mepa_mean"]), _f(r["mepa_final"]), *[_f(r["mepa_per_species_mean"].get(s)) for s in species],
@@ -191,7 +203,12 @@ def _stability_section(metrics: dict) -> list[str]:
              "same scores between two independent reference samples (alternate held-out trajectories, or the two "
              "halves of one), what an exact model scores; \"within noise\" lists the scores at most "
              f"{FLOOR_FACTOR:g}x that floor.", ""]
-    skipped = (metrics.get("reference", {}).get("stability", {}).get("structure") or {}).get("partial_skipped")
+    structure = metrics.get("reference", {}).get("stability", {}).get("structure") or {}
+    if structure.get("rdf_normalization") == "pair_density":
+        lines[-1:-1] = ["The frames are not bulk (vacuum or a non-periodic axis), so the RDFs are pair densities "
+                        "n(r) (1/Å³, the density of atoms at distance r from an atom; independent of the vacuum) "
+                        "and RDF-MAE is in 1/Å³."]
+    skipped = structure.get("partial_skipped")
     if skipped:
         listed = ", ".join(f"{k} ({n} atom pair(s))" for k, n in skipped.items())
         lines[-1:-1] = [f"Partial RDFs skipped (fewer than 3 atom pairs per frame: no structure to compare): {listed}."]
@@ -263,6 +280,33 @@ def _transport_section(metrics: dict) -> list[str]:
             table.append([n, _f(x["temperature_K"]), _f(x.get("D_cm2_per_s")), _f(x.get("sigma_S_per_cm")),
                           _f(arr.get("Ea_D_eV")), _f(arr.get("D_300K_cm2_per_s"))])
     return lines + _table(["model", "T (K)", "D (cm²/s)", "σ (S/cm)", "Ea (eV)", "D(300 K) (cm²/s)"], table)
+
+
+def training_section(run_dir: Path, out: Path) -> list[str]:
+    """The training run's validation MEPA of the best model of each S (the DT paper's Figure 3): a table and
+    ``best_per_s.png`` in ``out``, from the run's ``metrics.jsonl`` (nothing without one)."""
+    records = read_records(run_dir)
+    if not records:
+        return []
+    best = best_per_s(records)
+    species = sorted({k for b in best for k in b if k.startswith("val_mepa_Z")}, key=lambda k: int(k[10:]))
+    plot_best_per_s(records, out / "best_per_s.png")
+    lines = ["", "## Training: the best model of each S", "",
+             f"Validation rollout MEPA (eV/Å) of the best model of each S of the training run `{run_dir}` "
+             "(`best_S{S}.pt`; the DT paper's Figure 3), on its validation windows. Plot: `best_per_s.png`.", ""]
+    header = ["S", "epochs", "best at epoch", "validation MEPA", *[f"MEPA {chemical_symbols[int(k[10:])]}"
+                                                                   for k in species]]
+    rows = [[str(b["S"]), str(b["epochs"]), str(b["epoch"]), _f(b["val_mepa"], 4), *[_f(b.get(k), 4) for k in species]]
+            for b in best]
+    return lines + _table(header, rows)
+
+
+def add_training_section(report: Path, run_dir: Path) -> Path:
+    """Append :func:`training_section` of ``run_dir`` to an existing report.md."""
+    lines = training_section(run_dir, report.parent)
+    if lines:
+        atomic_write_text(report, report.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    return report
 
 
 def write_report(metrics: dict, out: Path, plots: list[str]) -> Path:

@@ -102,14 +102,59 @@ def plot_learning_curve(records: list[dict], path: Path, first_step_weight: floa
     return path
 
 
-def summary_table(records: list[dict]) -> str:
-    """A markdown table: best validation MEPA and epochs of every S."""
-    rows = ["| S | epochs | best validation MEPA (eV/Å) | at epoch |", "|---|---|---|---|"]
+def read_records(run_dir: Path) -> list[dict]:
+    """The epoch records of a run directory's ``metrics.jsonl`` (empty when there is none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def best_per_s(records: list[dict]) -> list[dict]:
+    """Per S (ascending), the epoch record with the lowest validation MEPA, the model ``best_S{S}.pt`` holds,
+    with ``epochs`` (epochs trained at that S) added; non-finite MEPAs (a rollout blew up) rank last."""
+    out = []
     for s in sorted({r["S"] for r in records}):
         at_s = [r for r in records if r["S"] == s]
         best = min(at_s, key=lambda r: r["val_mepa"] if math.isfinite(r["val_mepa"]) else math.inf)
-        rows.append(f"| {s} | {len(at_s)} | {best['val_mepa']:.4f} | {best['epoch']} |")
+        out.append({**best, "epochs": len(at_s)})
+    return out
+
+
+def summary_table(records: list[dict]) -> str:
+    """A markdown table: best validation MEPA and epochs of every S."""
+    rows = ["| S | epochs | best validation MEPA (eV/Å) | at epoch |", "|---|---|---|---|"]
+    rows += [f"| {b['S']} | {b['epochs']} | {b['val_mepa']:.4f} | {b['epoch']} |" for b in best_per_s(records)]
     return "\n".join(rows)
+
+
+def plot_best_per_s(records: list[dict], path: Path) -> Path:
+    """Validation MEPA of the best model of each S, total and per species (the DT paper's Figure 3)."""
+    from ase.data import chemical_symbols
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    best = best_per_s(records)
+    s_values = [b["S"] for b in best]
+
+    def finite(values: list[float]) -> list[float]:
+        return [v if v is not None and math.isfinite(v) else float("nan") for v in values]
+
+    fig = Figure(figsize=(5.5, 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(s_values, finite([b["val_mepa"] for b in best]), "o-", color="black", lw=2, label="MEPA")
+    for key in sorted({k for b in best for k in b if k.startswith("val_mepa_Z")}, key=lambda k: int(k[10:])):
+        ax.plot(s_values, finite([b.get(key) for b in best]), "s--", ms=4, lw=1,
+                label=chemical_symbols[int(key[10:])])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title="best model of each S", xlabel="S (rollout steps in training)",
+           ylabel="validation rollout MEPA (eV/Å)", yscale="log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
 
 
 def peak_memory_mb(device: torch.device) -> float:

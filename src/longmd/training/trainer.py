@@ -45,7 +45,7 @@ from longmd.training import distributed
 from longmd.training.checkpoints import caps_raised, read_checkpoint, restore_checkpoint, write_checkpoint
 from longmd.training.curriculum import Curriculum
 from longmd.training.losses import LossSettings
-from longmd.training.run_log import RunLog, peak_memory_mb, plot_learning_curve, summary_table
+from longmd.training.run_log import RunLog, peak_memory_mb, plot_best_per_s, plot_learning_curve, summary_table
 from longmd.training.setup import (
     all_frames,
     build_model,
@@ -372,6 +372,8 @@ class Trainer:
     def _finish(self) -> TrainResult:
         records = self.run_log.records
         plot = plot_learning_curve(records, self.out / "learning_curve.png") if records and self.main else None
+        if records and self.main:
+            plot_best_per_s(records, self.out / "best_per_s.png")
         table = summary_table(records) if records else ""
         if self.main:
             atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from longmd.analysis.rollout_test import rollout_errors
+from longmd.analysis.rollout_test import BAND, rollout_errors
 from longmd.evaluation.context import Context, symbol
 
 
@@ -17,6 +17,13 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         skin=o.skin, device=ctx.device, dtype=ctx.dtype(model), progress=ctx.progress(f"rollout {name}"),
     )
     per_species = {symbol(z): errors.per_species[:, k] for k, z in enumerate(errors.species)}
+    starts = errors.over_starts()
+    over_starts = None if starts is None else {
+        "n": starts["n"], "band_percentiles": list(BAND),
+        "mepa": {k: v.tolist() for k, v in starts["mepa"].items()},
+        "per_species": {symbol(z): {k: v[:, j].tolist() for k, v in starts["per_species"].items()}
+                        for j, z in enumerate(errors.species)},
+    }
     return {
         "steps": windows[0].length - 1,
         "starts": [[ctx.trajectories[w.traj].name, w.start] for w in windows],
@@ -31,5 +38,6 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
             "mepa": errors.mepa.tolist(),
             "per_species": {s: v.tolist() for s, v in per_species.items()},
             "position_deviation_A": errors.position_deviation.tolist(),
+            "over_starts": over_starts,
         },
     }

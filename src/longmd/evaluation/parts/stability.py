@@ -18,7 +18,15 @@ from torch import nn
 
 from longmd.analysis.drift import energy_drift, max_energy_deviation
 from longmd.analysis.stability import count_events, tracked_distances
-from longmd.analysis.structure import distance_histogram, histogram_l1, histogram_mae, partial_rdfs, rdf, rdf_mae
+from longmd.analysis.structure import (
+    distance_histogram,
+    histogram_l1,
+    histogram_mae,
+    is_bulk,
+    partial_rdfs,
+    rdf,
+    rdf_mae,
+)
 from longmd.dynamics.simulate import simulate
 from longmd.evaluation.context import Context, symbol
 
@@ -55,8 +63,15 @@ def _final(frames: np.ndarray, fraction: float) -> np.ndarray:
     return frames[len(frames) - max(1, int(round(fraction * len(frames)))) :]
 
 
-def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context) -> dict:
-    """h(r), g(r) and partial g_ab(r) averaged over (positions (T, N, 3), numbers, cell, pbc) sets, by frames."""
+def normalization(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> str:
+    """How the RDFs of this evaluation are normalised, decided once from the reference's sets so every model is
+    scored on the same curve: ``"bulk"`` g(r) when every set is bulk, else the ``"pair_density"`` n(r)."""
+    return "bulk" if all(is_bulk(pos, cell, pbc) for pos, _, cell, pbc in sets) else "pair_density"
+
+
+def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context, norm: str) -> dict:
+    """h(r), g(r) and partial g_ab(r) (or the pair densities n(r), by ``norm``) averaged over (positions (T, N, 3),
+    numbers, cell, pbc) sets, by frames."""
     o = ctx.opts
     weights = np.array([len(p) for p, *_ in sets], dtype=float)
     weights /= weights.sum()
@@ -65,8 +80,8 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     skipped: dict[str, int] = {}
     for w, (pos, numbers, cell, pbc) in zip(weights, sets):
         r, hk = distance_histogram(pos, cell, pbc, o.r_max, o.n_bins)
-        _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins)
-        _, parts = partial_rdfs(pos, numbers, cell, pbc, o.r_max, o.n_bins)
+        _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins, normalization=norm)
+        _, parts = partial_rdfs(pos, numbers, cell, pbc, o.r_max, o.n_bins, normalization=norm)
         h = w * hk if h is None else h + w * hk
         g = w * gk if g is None else g + w * gk
         for (a, b), v in parts.items():
@@ -77,7 +92,7 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                 continue
             partial[key] = partial.get(key, 0.0) + w * v
     return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()},
-            "partial_skipped": skipped}
+            "partial_skipped": skipped, "rdf_normalization": norm}
 
 
 MIN_PAIRS = 3
@@ -112,12 +127,12 @@ def _halves(sets: list) -> tuple[list, list] | None:
     return ([(pos[:k], *rest)], [(pos[k:], *rest)]) if k else None
 
 
-def noise_floor(sets: list, ctx: Context) -> dict | None:
+def noise_floor(sets: list, ctx: Context, norm: str) -> dict | None:
     """The structure scores between two independent reference samples: what an exact model scores."""
     halves = _halves(sets)
     if halves is None:
         return None
-    return _scores(_structure(halves[0], ctx), _structure(halves[1], ctx))
+    return _scores(_structure(halves[0], ctx, norm), _structure(halves[1], ctx, norm))
 
 
 def within_noise(scores: dict, floor: dict | None) -> dict | None:
@@ -160,9 +175,10 @@ def reference(ctx: Context) -> dict:
         series.append((block * dt, tr.positions[block]))
         cells.append(tr.cell[block[0]])
         pbcs.append(tr.pbc)
+    norm = normalization(sets)
     return {
-        "structure": _structure(sets, ctx),
-        "noise_floor": noise_floor(sets, ctx),
+        "structure": _structure(sets, ctx, norm),
+        "noise_floor": noise_floor(sets, ctx, norm),
         "tracked": _tracked(ctx, series, cells, pbcs),
         "temperature_mean_K": ctx.reference_temperature_K,
         "trajectories": [ctx.trajectories[t].name for t in held.indices],
@@ -209,7 +225,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
                 "stability_time_mean_fs": float(np.mean(times)), "stability_time_min_fs": float(np.min(times)),
                 "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
                 "max_temperature_K": ctx.max_temperature_K}
-    structure = _structure(sets, ctx)
+    structure = _structure(sets, ctx, ref.get("rdf_normalization", "bulk"))
     scores = _scores(structure, ref)
     return {
         "ensemble": o.ensemble,
