@@ -51,7 +51,7 @@ class TermConfig:
     """One energy term of the potential (an item of ``model.terms``)."""
 
     name: str = option("egnn", "term name, unique (egnn, lj, ...); also its kind unless 'kind' is given")
-    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj (None = the name)")
+    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj | pair | triplet (None = the name)")
     preset: str | None = option(None, "size preset of the kind (egnn: small | paper; mace: small | medium | large)")
     options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64}, lj {epsilon: 0.01, sigma: 2.5}")
 
