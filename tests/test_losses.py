@@ -70,3 +70,19 @@ def test_loss_is_differentiable_and_rejects_unknown_kind() -> None:
     assert torch.allclose(pred.grad[:2], torch.full((2, 3), 1 / 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="unknown loss 'huber'"):
         LossSettings("huber")
+
+
+def test_mse_is_the_inductive_bias_papers_loss() -> None:
+    """p_e * mean over systems of the squared per-atom energy error + p_f * mean squared force component error,
+    on two systems of 2 and 4 atoms, by hand."""
+    numbers = torch.tensor([14, 6, 14, 14, 6, 6])
+    ref = torch.zeros(6, 3, dtype=torch.float64)
+    pred = ref.clone()
+    pred[0, 0], pred[3, 2] = 0.3, -0.6  # squared errors 0.09 + 0.36 over 18 components
+    energy, ref_energy, n_atoms = torch.tensor([1.0, -2.0]), torch.tensor([0.2, -1.0]), torch.tensor([2, 4])
+    settings = LossSettings("mse", energy_weight=0.1, force_weight=2.0)
+    loss, parts = sequence_loss([pred], ref[None], numbers, settings, energy, ref_energy, n_atoms)
+    per_atom = ((0.8 / 2) ** 2 + (1.0 / 4) ** 2) / 2  # (0.16 + 0.0625) / 2
+    assert parts["energy"] == pytest.approx(per_atom)
+    assert parts["force_0"] == pytest.approx(0.45 / 18)
+    assert loss.item() == pytest.approx(0.1 * 0.11125 + 2.0 * 0.025)

@@ -302,30 +302,6 @@ def cmd_evaluate(args) -> int:
     return evaluate_cli(args)
 
 
-def _add_datagen(sub) -> None:
-    p = sub.add_parser("datagen", help="generate reference data (needs `pip install longmd[datagen]`)")
-    p.add_argument("name", choices=["h2-pd6-graphene"])
-    p.add_argument("out", help="output folder (resumes if it holds an interrupted run)")
-    p.add_argument("--trajectories", type=int, default=16, help="NVE trajectories")
-    p.add_argument("--frames", type=int, default=600, help="stored frames per trajectory")
-    p.add_argument("--workers", type=int, default=2, help="single-threaded worker processes")
-    p.add_argument("--seed", type=int, default=2026, help="seed of the incidence conditions")
-    p.set_defaults(func=cmd_datagen)
-
-
-def cmd_datagen(args) -> int:
-    try:
-        from longmd.datagen.h2_pd6_graphene import Protocol, generate
-    except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        print(f"datagen needs the optional extra: pip install 'longmd[datagen]' ({exc})", file=sys.stderr)
-        return 2
-    protocol = Protocol(n_trajectories=args.trajectories, n_frames=args.frames, workers=args.workers,
-                        seed=args.seed)
-    path = generate(Path(args.out), protocol)
-    print(f"dataset: {path}\nmetadata: {path.parent / 'h2_pd6_graphene.json'}")
-    return 0
-
-
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="summarise a dataset")
     p.add_argument("data", nargs="+", help="trajectory files or example:NAME")
@@ -390,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"longmd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
-    for add in (_add_train, _add_simulate, _add_evaluate, _add_datagen, _add_demo, _add_info, _add_config):
+    from longmd.datagen.cli import add_datagen
+
+    for add in (_add_train, _add_simulate, _add_evaluate, add_datagen, _add_demo, _add_info, _add_config):
         add(sub)
     return parser
 

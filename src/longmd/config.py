@@ -53,7 +53,7 @@ class TermConfig:
     """One energy term of the potential (an item of ``model.terms``)."""
 
     name: str = option("egnn", "term name, unique (egnn, lj, ...); also its kind unless 'kind' is given")
-    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj (None = the name)")
+    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj | pair | triplet (None = the name)")
     preset: str | None = option(None, "size preset of the kind (egnn: small | paper; mace: small | medium | large)")
     options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64}, lj {epsilon: 0.01, sigma: 2.5}")
 
@@ -89,7 +89,8 @@ class ModelConfig:
 class TrainingConfig:
     mode: str = option("dynamic", "dynamic (S grows 1..s_max through rollouts) | conventional (S = 1 forever)")
     s_max: int = option(4, "longest training subsequence (frames) of the curriculum", 1)
-    loss: str = option("mepa", "mepa (per-species force MAE) | mae | mse (weighted MSE, MACE style)")
+    loss: str = option("mepa", "mepa (per-species force MAE) | mae | mse (weighted MSE, MACE style; with "
+                       "energy_weight p_e and force_weight p_f the inductive-bias paper's loss)")
     species_reduction: str = option("sum", "how per-species force MAEs combine: sum (the DT authors') | mean")
     energy_weight: float = option(1.0, "weight of the per-atom energy term at S = 1", 0)
     force_weight: float = option(1.0, "weight of the force term (all S)", 0)

@@ -109,3 +109,10 @@ def edge_vectors(positions: Tensor, cell: Tensor, system: Tensor, edge_index: Te
     i, j = edge_index[0], edge_index[1]
     offsets = torch.einsum("ek,ekl->el", shifts.to(positions.dtype), cell[system[i]])
     return positions[j] - positions[i] + offsets
+
+
+def safe_norm(vectors: Tensor) -> Tensor:
+    """|v| of (M, 3) vectors, with a finite gradient at v = 0 (coincident atoms, where sqrt's is NaN): 0 there."""
+    d2 = (vectors * vectors).sum(dim=1)
+    positive = d2 > 0
+    return torch.sqrt(torch.where(positive, d2, torch.ones_like(d2))) * positive

@@ -20,27 +20,29 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
-import os
-import platform
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
 from ase.build import graphene
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.io import read, write
-from ase.md import velocitydistribution
+from ase.io import read
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import Stationary
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import FIRE
 
-# thermalize_momenta is ASE >= 3.28's name of MaxwellBoltzmannDistribution (same draw).
-thermalize_momenta = getattr(velocitydistribution, "thermalize_momenta", None) or (
-    velocitydistribution.MaxwellBoltzmannDistribution)
+from longmd.datagen.common import atomic_write as _atomic_write
+from longmd.datagen.common import chgnet_calculator as _calculator
+from longmd.datagen.common import (
+    energy_drift_meV_per_atom_ps,
+    frame,
+    langevin,
+    rounded,
+    run_all,
+    thermalize_momenta,
+)
+from longmd.datagen.common import reference_versions as _reference_versions
 
 DATASET_NAME = "h2_pd6_graphene"
 
@@ -69,12 +71,6 @@ class Protocol:
     round_momenta: int = 6  # amu·Å/ASE-time
     round_forces: int = 4  # eV/Å
     extra: dict = field(default_factory=dict)
-
-
-def _calculator():
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    return CHGNetCalculator(use_device="cpu", on_isolated_atoms="ignore")
 
 
 def build_substrate(protocol: Protocol) -> Atoms:
@@ -107,16 +103,8 @@ def _periodic_copy(atoms: Atoms) -> Atoms:
 
 
 def _langevin(atoms: Atoms, protocol: Protocol, rng: np.random.Generator) -> Langevin:
-    """ASE Langevin at the protocol's temperature and friction.
-
-    ASE >= 3.28 deprecates Langevin's default ``fixcm=True``; the embedded example was made with it, so it is
-    kept (the substrate is only thermalised before the NVE runs; reproducibility matters more) and its warning
-    silenced.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fixcm", category=FutureWarning)
-        return Langevin(atoms, timestep=protocol.timestep_fs * units.fs, temperature_K=protocol.temperature_K,
-                        friction=protocol.friction_per_fs / units.fs, rng=rng)
+    """ASE Langevin at the protocol's temperature and friction (centre of mass fixed, as the example was made)."""
+    return langevin(atoms, protocol.timestep_fs, protocol.temperature_K, protocol.friction_per_fs, rng)
 
 
 def prepare_substrate(protocol: Protocol, work: Path) -> Atoms:
@@ -157,13 +145,7 @@ def _add_h2(substrate: Atoms, protocol: Protocol, energy_eV: float, rng: np.rand
 
 
 def _frame(atoms: Atoms, traj_id: int, step: int, protocol: Protocol) -> Atoms:
-    frame = atoms.copy()
-    frame.pbc = (True, True, False)
-    frame.calc = SinglePointCalculator(
-        frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces(apply_constraint=False)
-    )
-    frame.info.update(traj_id=traj_id, step=step, timestep_fs=protocol.timestep_fs)
-    return frame
+    return frame(atoms, traj_id, step, protocol.timestep_fs, pbc=(True, True, False))
 
 
 def run_trajectory(protocol: Protocol, work: Path, index: int) -> Path:
@@ -189,24 +171,10 @@ def run_trajectory(protocol: Protocol, work: Path, index: int) -> Path:
     return path
 
 
-def _atomic_write(path: Path, images, format: str) -> None:
-    tmp = path.with_name(".tmp-" + path.name)  # keeps the extension, so compression still applies
-    write(tmp, images, format=format)
-    os.replace(tmp, path)
-
-
 def _worker(args: tuple[Protocol, str, int]) -> int:
     protocol, work, index = args
     run_trajectory(protocol, Path(work), index)
     return index
-
-
-def energy_drift_meV_per_atom_ps(frames: list[Atoms], timestep_fs: float) -> float:
-    """Slope of a linear fit of the total energy, meV/atom/ps."""
-    e_tot = np.array([a.get_potential_energy() + a.get_kinetic_energy() for a in frames])
-    t_ps = np.arange(len(frames)) * timestep_fs / 1000.0
-    slope = np.polyfit(t_ps, e_tot, 1)[0]
-    return float(slope * 1000.0 / len(frames[0]))
 
 
 def assemble(protocol: Protocol, work: Path, out: Path) -> Path:
@@ -230,7 +198,7 @@ def assemble(protocol: Protocol, work: Path, out: Path) -> Path:
             }
         )
         for atoms in traj:
-            frames.append(_rounded(atoms, protocol))
+            frames.append(rounded(atoms, protocol))
     target = out / f"{DATASET_NAME}.extxyz.xz"
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write(target, frames, format="extxyz")
@@ -252,32 +220,6 @@ def assemble(protocol: Protocol, work: Path, out: Path) -> Path:
     return target
 
 
-def _rounded(atoms: Atoms, protocol: Protocol) -> Atoms:
-    out = atoms.copy()
-    out.positions = np.round(atoms.positions, protocol.round_positions)
-    out.set_momenta(np.round(atoms.get_momenta(), protocol.round_momenta))
-    out.calc = SinglePointCalculator(
-        out,
-        energy=round(float(atoms.get_potential_energy()), 6),
-        forces=np.round(atoms.get_forces(), protocol.round_forces),
-    )
-    return out
-
-
-def _reference_versions() -> dict:
-    import ase
-    import chgnet
-    import torch
-
-    return {
-        "model": "CHGNet (pretrained, shipped in the chgnet wheel)",
-        "chgnet": chgnet.__version__,
-        "torch": torch.__version__,
-        "ase": ase.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def generate(out: Path, protocol: Protocol | None = None, progress: bool = True) -> Path:
     """Run (or resume) the whole protocol and pack the result into ``out``."""
     from tqdm import tqdm
@@ -290,14 +232,6 @@ def generate(out: Path, protocol: Protocol | None = None, progress: bool = True)
     todo = [i for i in range(protocol.n_trajectories) if not (work / f"traj_{i:03d}.extxyz").exists()]
     bar = tqdm(total=protocol.n_trajectories, initial=protocol.n_trajectories - len(todo), disable=not progress,
                desc="reference trajectories")
-    if todo and protocol.workers <= 1:
-        for index in todo:
-            run_trajectory(protocol, work, index)
-            bar.update(1)
-    elif todo:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(max(1, min(protocol.workers, len(todo)))) as pool:
-            for _ in pool.imap_unordered(_worker, [(protocol, str(work), i) for i in todo]):
-                bar.update(1)
+    run_all(todo, _worker, lambda i: (protocol, str(work), i), protocol.workers, bar)
     bar.close()
     return assemble(protocol, work, Path(out))

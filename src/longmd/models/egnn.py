@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from longmd.data.graph import Graph
+from longmd.data.graph import Graph, safe_norm
 from longmd.models.potential import Potential
 from longmd.models.reference import AtomicReference
 from longmd.models.term import EnergyTerm
@@ -84,6 +84,8 @@ class EGNNTerm(EnergyTerm):
         rff_sigma: standard deviation of the frequencies, rad/Å. n_layers: message-passing layers.
         cutoff: Å. envelope: "polynomial" (smooth, default) or "none" (paper: hard mask d < cutoff).
         envelope_p: exponent of the polynomial envelope. seed: seed of the fixed Fourier frequencies.
+        zero_readout: start the readout's last layer at zero, so the untrained term adds exactly nothing (for
+            the last stage of a hierarchy, whose earlier stages train other terms with this one frozen).
     """
 
     kind = "egnn"
@@ -100,6 +102,7 @@ class EGNNTerm(EnergyTerm):
         envelope: str = "polynomial",
         envelope_p: int = 6,
         seed: int = 0,
+        zero_readout: bool = False,
     ) -> None:
         super().__init__()
         if envelope not in ENVELOPES:
@@ -109,6 +112,7 @@ class EGNNTerm(EnergyTerm):
         self._hp = {
             "hidden": int(hidden), "n_rff": int(n_rff), "rff_sigma": float(rff_sigma), "n_layers": int(n_layers),
             "cutoff": float(cutoff), "envelope": envelope, "envelope_p": int(envelope_p), "seed": int(seed),
+            "zero_readout": bool(zero_readout),
         }  # fmt: skip
         self.cutoff = float(cutoff)
         self.envelope = envelope
@@ -120,6 +124,9 @@ class EGNNTerm(EnergyTerm):
             InteractionLayer(hidden, n_rff, frequencies[k].to(torch.get_default_dtype())) for k in range(n_layers)
         )
         self.readout = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        if zero_readout:
+            nn.init.zeros_(self.readout[-1].weight)
+            nn.init.zeros_(self.readout[-1].bias)
 
     @classmethod
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> EGNNTerm:
@@ -144,12 +151,8 @@ class EGNNTerm(EnergyTerm):
     def forward(self, graph: Graph, species_index: Tensor) -> Tensor:
         emb = self.embedding
         h = emb.weight.T[species_index] + emb.bias  # = Linear(one_hot(index)), without building the one-hot
-        vectors = graph.edge_vectors()
-        d2 = (vectors * vectors).sum(dim=1)
-        # Safe norm: coincident atoms (d = 0) would give NaN gradients through sqrt.
-        positive = d2 > 0
-        distance = torch.sqrt(torch.where(positive, d2, torch.ones_like(d2))) * positive
-        weight = self.edge_weights(distance) * positive
+        distance = safe_norm(graph.edge_vectors())  # coincident atoms (d = 0) would give NaN gradients
+        weight = self.edge_weights(distance) * (distance > 0)
         for layer in self.layers:
             h = layer(h, distance, weight, graph.edge_index)
         return self.readout(h).squeeze(1)

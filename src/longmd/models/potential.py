@@ -73,7 +73,9 @@ class Potential(EnergyModel):
         lines = [f"{head}: {self.n_parameters():,} trainable parameters"]
         for name, term in self.terms.items():
             n = sum(p.numel() for p in term.parameters() if p.requires_grad)
-            lines.append(f"  {name}: {term.summary()} [{'scaled' if term.scaled else 'eV'}], {n:,} parameters")
+            total = sum(p.numel() for p in term.parameters())
+            count = f"{n:,} parameters" if n or not total else f"{total:,} parameters, frozen"
+            lines.append(f"  {name}: {term.summary()} [{'scaled' if term.scaled else 'eV'}], {count}")
         return "\n".join(lines)
 
     def forward(self, graph: Graph) -> Tensor:

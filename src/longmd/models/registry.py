@@ -12,9 +12,11 @@ from typing import Any
 from longmd.models.egnn import PRESETS as EGNN_PRESETS
 from longmd.models.egnn import EGNNTerm
 from longmd.models.lj import LennardJonesTerm
+from longmd.models.pair import PairTerm
 from longmd.models.potential import Potential
 from longmd.models.reference import AtomicReference
 from longmd.models.term import EnergyTerm
+from longmd.models.triplet import TripletTerm
 
 MACE_NEEDS = "mace-torch (pip install 'longmd[mace]')"
 
@@ -43,6 +45,8 @@ TERM_KINDS: dict[str, tuple[Any, Any]] = {  # kind -> (class or loader, presets 
     "egnn": (EGNNTerm, EGNN_PRESETS),
     "mace": (_mace_term, _mace_presets),
     "lj": (LennardJonesTerm, {}),
+    "pair": (PairTerm, {}),
+    "triplet": (TripletTerm, {}),
 }
 
 

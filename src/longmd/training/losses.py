@@ -5,7 +5,10 @@ Per step s a *force term* compares the model's forces with the reference forces 
 - ``mepa``: per-species mean absolute force-component error, combined over species (sum by default, as
   the DT authors' code; see :mod:`longmd.analysis.force_errors`), so 2 H atoms are not drowned by 49 C;
 - ``mae``: plain mean absolute force-component error over all atoms;
-- ``mse``: mean squared force-component error (MACE-style weighted MSE together with the energy term).
+- ``mse``: mean squared force-component error (MACE-style weighted MSE together with the energy term). At
+  S = 1 it is the inductive-bias paper's loss, ``p_e * mean_b ((E_b - E_b^ref) / N_b)^2 + p_f * mean (F - F^ref)^2``
+  with ``p_e = energy_weight`` and ``p_f = force_weight`` (force error per component: 1/3 of the per-atom
+  squared norm, a factor that p_f absorbs).
 
 S = 1 (single frames): ``energy_weight * energy term + force_weight * force term(0)``, where the energy term
 is the per-atom energy error (absolute for mepa/mae, squared for mse).

@@ -181,6 +181,9 @@ class Trainer:
             force_weight=t.force_weight, first_step_weight=t.first_step_weight, position_weight=t.position_weight,
             momentum_weight=t.momentum_weight,
         )
+        # Gradients left by the stage before on terms now frozen would enter gradient clipping (a resumed run has
+        # none): every stage starts without any.
+        self.model.zero_grad(set_to_none=True)
         self.optimizer = torch.optim.Adam(trainable_parameters(self.stage, self.model, self.learnable), lr=t.lr)
         self.scheduler = self._new_scheduler()
         # A stride predictor learns from pairs of frames at least: its curriculum starts at S = 2.
@@ -366,8 +369,9 @@ class Trainer:
         return True
 
     def curriculum_epochs(self, s: int) -> int:
-        """Epochs trained at S = s so far (this epoch included)."""
-        return 1 + sum(r["S"] == s for r in self.run_log.records)
+        """Epochs trained at S = s so far in this stage (this epoch included)."""
+        stage = self.stage.name if len(self.stages) > 1 else None
+        return 1 + sum(r["S"] == s and r.get("stage") == stage for r in self.run_log.records)
 
     def _finish(self) -> TrainResult:
         records = self.run_log.records
