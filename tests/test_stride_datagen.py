@@ -43,3 +43,17 @@ def test_an_unknown_structure_name_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"not a file and not one of the named structures \(al110\)"):
         open_structure(str(tmp_path / "missing.extxyz"))
     assert len(open_structure("al110")) == 72
+
+
+def test_datagen_stride_data_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "longmd", "datagen", "stride-data", str(tmp_path / "al"), "--model", EMT,
+            "--trajectories", "2", "--frames", "6", "--thermalise-fs", "2", "--timestep-fs", "2", "--no-progress"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trajectories = read_trajectories([tmp_path / "al" / "stride_data.extxyz.xz"])
+    assert [len(tr) for tr in trajectories] == [6, 6] and trajectories[0].timestep_fs == 2.0
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)  # finished: nothing rerun
+    assert again.returncode == 0 and "dataset:" in again.stdout

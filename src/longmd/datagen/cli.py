@@ -1,4 +1,5 @@
-"""``longmd datagen NAME OUT``: the reference-data recipes (CHGNet standing in for DFT), resumable in OUT."""
+"""``longmd datagen NAME OUT``: the reference-data recipes (CHGNet standing in for DFT), and ``stride-data``
+(trajectories of any companion potential stored every step, for stride predictors); all resumable in OUT."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ RECIPES = {
     "h2-pd6-graphene": "H2 impinging on Pd6 in a graphene vacancy (the embedded example; 57 atoms, 0.5 fs)",
     "sic": "zinc-blende SiC, 64 atoms, 1500-3500 K, 1 fs (the inductive-bias paper's simple solid)",
     "gese2": "liquid GeSe2, 72 atoms, melted and quenched to 1100-1800 K, 2 fs (its complex one)",
+    "stride-data": "NVE trajectories of --model (any potential) from --structure, every step stored, for stride "
+                   "predictors (docs/long_stride.md)",
 }
 
 
@@ -26,10 +29,42 @@ def add_datagen(sub) -> None:
                    help="single-threaded worker processes (default: the recipe's, 2 | 1 | 1)")
     p.add_argument("--seed", type=int, default=2026, help="seed of the recipe")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = p.add_argument_group("stride-data")
+    s.add_argument("--model", help="companion potential: longmd model file, mace:PATH or ase:module:Class "
+                   "(e.g. ase:ase.calculators.emt:EMT)")
+    s.add_argument("--structure", default="al110", help="start structure: a file (last frame) or al110 (the "
+                   "Al(110) slab of FlashMD's case study) (default: al110)")
+    s.add_argument("--timestep-fs", type=float, default=1.0, help="NVE timestep, fs (default 1)")
+    s.add_argument("--temperatures", default="300,600",
+                   help="temperature range MIN,MAX in K, spread over the trajectories (default 300,600)")
+    s.add_argument("--thermalise-fs", type=float, default=500.0, help="Langevin run before each trajectory, fs "
+                   "(default 500)")
+    s.add_argument("--device", default="cpu", help="torch device of the companion (default cpu)")
     p.set_defaults(func=cmd_datagen)
 
 
+def cmd_stride_data(args: argparse.Namespace) -> int:
+    from longmd.datagen.stride_data import StrideDataProtocol, assemble, generate, open_structure
+    from longmd.models.io import open_model
+
+    if not args.model:
+        raise ValueError("datagen stride-data needs --model (the companion potential)")
+    low, _, high = args.temperatures.partition(",")
+    protocol = StrideDataProtocol(n_trajectories=args.trajectories or 8, steps=(args.frames or 2001) - 1,
+                                  timestep_fs=args.timestep_fs, temperatures_K=(float(low), float(high or low)),
+                                  thermalise_fs=args.thermalise_fs, seed=args.seed)
+    if protocol.steps < 1 or protocol.n_trajectories < 1 or protocol.timestep_fs <= 0:
+        raise ValueError("datagen stride-data: --frames >= 2, --trajectories >= 1 and --timestep-fs > 0")
+    generate(open_model(args.model, device=args.device), open_structure(args.structure), protocol, args.out,
+             progress=not args.no_progress)
+    path, meta = assemble(args.out, protocol, args.model, args.structure)
+    print(f"dataset: {path}\nmetadata: {meta}")
+    return 0
+
+
 def cmd_datagen(args: argparse.Namespace) -> int:
+    if args.name == "stride-data":
+        return cmd_stride_data(args)
     if importlib.util.find_spec("chgnet") is None:
         print("longmd datagen: error: the reference needs CHGNet: pip install 'longmd[datagen]'", file=sys.stderr)
         return 2
