@@ -121,9 +121,9 @@ def best_per_s(records: list[dict]) -> list[dict]:
     return out
 
 
-def summary_table(records: list[dict]) -> str:
-    """A markdown table: best validation MEPA and epochs of every S."""
-    rows = ["| S | epochs | best validation MEPA (eV/Å) | at epoch |", "|---|---|---|---|"]
+def summary_table(records: list[dict], metric: str = "validation MEPA (eV/Å)") -> str:
+    """A markdown table: the best validation ``metric`` and the epochs of every S."""
+    rows = [f"| S | epochs | best {metric} | at epoch |", "|---|---|---|---|"]
     rows += [f"| {b['S']} | {b['epochs']} | {b['val_mepa']:.4f} | {b['epoch']} |" for b in best_per_s(records)]
     return "\n".join(rows)
 

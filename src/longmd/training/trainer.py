@@ -378,7 +378,7 @@ class Trainer:
         plot = plot_learning_curve(records, self.out / "learning_curve.png") if records and self.main else None
         if records and self.main:
             plot_best_per_s(records, self.out / "best_per_s.png")
-        table = summary_table(records) if records else ""
+        table = summary_table(records, "validation " + self._metric.removeprefix("val ")) if records else ""
         if self.main:
             atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
         best_path = self.out / "best.pt"
