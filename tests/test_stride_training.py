@@ -105,3 +105,29 @@ def test_train_stride_from_the_command_line(emt_data, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stride 8.0 fs = 4 frames of 2.0 fs" in done.stdout and "time-reversed" in done.stdout
     assert isinstance(load_model(out / "best.pt"), EquivariantStride)
+
+
+def test_a_companion_puts_the_energy_of_the_predicted_states_into_the_validation_metric(emt_data, tmp_path):
+    cfg = tiny_training_config(emt_data, tmp_path / "run", *STRIDE, "training.max_epochs=1",
+                               "training.companion=ase:ase.calculators.emt:EMT")
+    result = Trainer(cfg, log=lambda *_: None).run()
+    record = result.records[0]
+    energy = record["val_energy_dev_eV_per_atom"]
+    assert energy is not None and energy > 0  # free flight-ish predictions break EMT's total energy
+    product = record["val_position_dev_A"] * record["val_momentum_dev"] * energy
+    assert record["val_mepa"] == pytest.approx(product, rel=1e-12)
+
+
+def test_the_energy_error_of_exact_states_is_zero(emt_data):
+    """The reference's own next states, scored by the reference potential, have no energy error: velocity
+    Verlet with EMT stands in for a perfect predictor (rollout_errors scores any model's states alike)."""
+    from longmd.analysis.rollout_test import rollout_errors
+    from longmd.data.windows import Window
+    from longmd.io.read import read_trajectories
+    from longmd.models.ase_adapter import ASECalculatorModel
+
+    trajectories = read_trajectories(emt_data)
+    emt = ASECalculatorModel.from_spec("ase:ase.calculators.emt:EMT")
+    errors = rollout_errors(emt, trajectories, [Window(0, 0, 5), Window(1, 3, 5)], dtype=torch.float64,
+                            energy_model=emt)
+    assert errors.mean_energy_deviation < 1e-6

@@ -117,7 +117,7 @@ def _add_simulate(sub) -> None:
                        description="Batched MD of R replicas of a structure; writes OUT/thermo.csv, "
                        "traj_XXX.extxyz/.traj, thermo.png and summary.json (docs/dynamics.md).")
     p.add_argument("model", nargs="?", help="longmd model file (.pt), mace:PATH or ase:module:Class?key=value; or "
-                   "a stride predictor file (as --predictor)")
+                   "a stride predictor file (as --predictor) (default: none, then --predictor is needed)")
     p.add_argument("init", help="initial structure: any ase.io file or example:NAME; the last frame unless "
                    "ASE's FILE@INDEX picks one (FILE@0: the first)")
     p.add_argument("--predictor", action="append", help="a stride predictor (longmd train stride) as the "
@@ -127,7 +127,8 @@ def _add_simulate(sub) -> None:
                    help="stop a replica whose committee spread (largest per-atom std of the members' positions) "
                    "passes this, Å (default: none, only logged)")
     p.add_argument("--energy-model", help="companion potential (any MODEL form) whose energy the energy filter "
-                   "conserves by rescaling momenta after each learned stride (FlashMD); turns that filter on")
+                   "conserves by rescaling momenta after each learned stride (FlashMD); turns that filter on "
+                   "(default: none)")
     p.add_argument("--steps", type=STEPS, default=1000, help="MD steps")
     p.add_argument("--timestep-fs", type=POSITIVE, default=None,
                    help="MD timestep, fs (default: a predictor's stride; else the structure's info['timestep_fs'] "
@@ -198,6 +199,9 @@ def cmd_simulate(args) -> int:
     _require_device(args.device)
     if (args.model is None) == (args.predictor is None):
         raise ValueError("give a MODEL or --predictor PREDICTOR (one of the two)")
+    prepare_out(args.out, "simulate", args.resume, args.overwrite)
+    path, index = split_index(args.init)
+    atoms = read_structure(resolve(path), -1 if index is None else index)
     models = [open_model(spec, device=args.device) for spec in ([args.model] if args.model else args.predictor)]
     for spec, m in zip(args.predictor or [], models, strict=False):
         if not isinstance(m, StridePredictor):
@@ -209,9 +213,6 @@ def cmd_simulate(args) -> int:
     energy_model = None if args.energy_model is None else open_model(args.energy_model, device=args.device)
     if energy_model is not None and not predictor:
         raise ValueError("--energy-model filters a stride predictor; a potential conserves its own energy")
-    prepare_out(args.out, "simulate", args.resume, args.overwrite)
-    path, index = split_index(args.init)
-    atoms = read_structure(resolve(path), -1 if index is None else index)
     if predictor and args.timestep_fs is None:
         timestep_fs = float(model.timestep_fs)
         print(f"timestep {timestep_fs:g} fs (the predictor's stride)")

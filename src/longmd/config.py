@@ -123,6 +123,9 @@ class TrainingConfig:
     position_weight: float = option(0.0, "weight of the per-step position error (Å, steps >= 1) of rollouts", 0)
     momentum_weight: float = option(0.0, "weight of the per-step momentum error (amu·Å/fs, steps >= 1) of rollouts",
                                     0)
+    companion: str | None = option(None, "stride predictors: a potential (model file, mace:PATH or ase:module:Class) "
+                                   "whose total energy of the predicted states also enters the validation metric "
+                                   "(FlashMD's position x momentum x energy error)")
     stages: list = option([], "training stages, each {name, train: [terms] | all, training keys...} "
                           "(empty: one stage from this section; docs/training.md)")
 

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from longmd.analysis.force_errors import combine_species
 from longmd.data.trajectory import Trajectory, minimum_image
 from longmd.data.windows import Window
-from longmd.dynamics.cores import evaluator_for
-from longmd.dynamics.failures import Limits, check_replicas
+from longmd.dynamics.cores import ForceField, evaluator_for
+from longmd.dynamics.failures import Limits, check_replicas, per_system_any
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout_dropping_failures
@@ -41,6 +41,8 @@ class ErrorSums:
         counts: (n_species,) force components per step and species.
         dev_sum, dev_count: (L,) summed position deviations (Å) and the atoms they cover.
         mom_sum: (L,) summed momentum deviations |p_model - p_ref| (amu·Å/fs) of the same atoms.
+        energy_sum, energy_count: (L,) summed |E_tot(predicted state) - E_tot(reference)| per atom (eV/atom) of
+            a companion energy model, and the windows they cover (a stride predictor with a companion only).
         n_windows, failed: rollouts run and rollouts that blew up.
         window_abs_sum, window_counts: the same force sums of each window on its own ((L, n_species) and
             (n_species,) per window, in window order), for spreads over starts. They stay with the process
@@ -52,6 +54,8 @@ class ErrorSums:
     dev_sum: np.ndarray
     dev_count: np.ndarray
     mom_sum: np.ndarray
+    energy_sum: np.ndarray
+    energy_count: np.ndarray
     n_windows: int = 0
     failed: int = 0
     window_abs_sum: list[np.ndarray] = field(default_factory=list)
@@ -59,8 +63,7 @@ class ErrorSums:
 
     @classmethod
     def zeros(cls, length: int, n_species: int) -> ErrorSums:
-        return cls(np.zeros((length, n_species)), np.zeros(n_species), np.zeros(length), np.zeros(length),
-                   np.zeros(length))
+        return cls(np.zeros((length, n_species)), np.zeros(n_species), *(np.zeros(length) for _ in range(5)))
 
     def add_forces(self, forces: np.ndarray, ref: np.ndarray, numbers: np.ndarray, species: Sequence[int],
                    window: bool = False) -> None:
@@ -78,14 +81,15 @@ class ErrorSums:
     def to_vector(self) -> np.ndarray:
         """Everything in one float64 vector (for one all-reduce)."""
         return np.concatenate([self.abs_sum.ravel(), self.counts, self.dev_sum, self.dev_count, self.mom_sum,
-                               [self.n_windows, self.failed]]).astype(np.float64)
+                               self.energy_sum, self.energy_count, [self.n_windows, self.failed]]).astype(np.float64)
 
     def from_vector(self, vector: np.ndarray) -> ErrorSums:
         """Sums of this shape read from a :meth:`to_vector` vector."""
         length, n_species = self.abs_sum.shape
-        cuts = np.cumsum([length * n_species, n_species, length, length, length])
-        abs_sum, counts, dev_sum, dev_count, mom_sum, tail = np.split(np.asarray(vector, dtype=np.float64), cuts)
-        return ErrorSums(abs_sum.reshape(length, n_species), counts, dev_sum, dev_count, mom_sum,
+        cuts = np.cumsum([length * n_species, n_species, length, length, length, length, length])
+        abs_sum, counts, dev_sum, dev_count, mom_sum, e_sum, e_count, tail = np.split(
+            np.asarray(vector, dtype=np.float64), cuts)
+        return ErrorSums(abs_sum.reshape(length, n_species), counts, dev_sum, dev_count, mom_sum, e_sum, e_count,
                          int(round(tail[0])), int(round(tail[1])))
 
 
@@ -99,6 +103,8 @@ class RolloutErrors:
         per_species: (L, n_species) force-component MAE per step and species, eV/Å.
         position_deviation: (L,) mean |x_model - x_ref| per atom (minimum image), Å.
         momentum_deviation: (L,) mean |p_model - p_ref| per atom, amu·Å/fs.
+        energy_deviation: (L,) mean |E_tot error| of the predicted states per atom (companion energy), eV/atom;
+            NaN without a companion.
         n_windows: rollouts run; failed: rollouts that blew up (non-finite state or a force component above
             1e4 eV/Å); their remaining steps score an error of 1e6 eV/Å per component, and the position
             deviation averages over the rollouts still running. ``extra["failed_at_step"]``: when they failed.
@@ -111,6 +117,7 @@ class RolloutErrors:
     per_species: np.ndarray
     position_deviation: np.ndarray
     momentum_deviation: np.ndarray
+    energy_deviation: np.ndarray
     n_windows: int
     failed: int = 0
     species_reduction: str = "sum"
@@ -133,6 +140,8 @@ class RolloutErrors:
             per_species=per_species,
             position_deviation=np.where(sums.dev_count > 0, sums.dev_sum / np.maximum(sums.dev_count, 1), np.nan),
             momentum_deviation=np.where(sums.dev_count > 0, sums.mom_sum / np.maximum(sums.dev_count, 1), np.nan),
+            energy_deviation=np.where(sums.energy_count > 0, sums.energy_sum / np.maximum(sums.energy_count, 1),
+                                      np.nan),
             n_windows=sums.n_windows,
             failed=sums.failed,
             species_reduction=species_reduction,
@@ -154,6 +163,13 @@ class RolloutErrors:
     def mean_momentum_deviation(self) -> float:
         """Momentum deviation (amu·Å/fs) averaged over the steps after step 0; inf if any rollout failed."""
         return math.inf if self.failed else float(np.mean(self.momentum_deviation[1:]))
+
+    @property
+    def mean_energy_deviation(self) -> float | None:
+        """Energy error (eV/atom) of the predicted states after step 0, None without a companion; inf on failure."""
+        if not self.sums or not self.sums.energy_count[1:].any():
+            return None
+        return math.inf if self.failed else float(np.mean(self.energy_deviation[1:]))
 
     def over_starts(self) -> dict | None:
         """Mean and spread of the per-window curves (each start scored on its own), or None without them.
@@ -224,12 +240,14 @@ def rollout_errors(
     dtype: torch.dtype = torch.float32,
     progress: str | None = None,
     species: Sequence[int] | None = None,
+    energy_model: nn.Module | None = None,
 ) -> RolloutErrors:
     """Run NVE rollouts of every window's length from its first frame and score them step by step.
 
     All windows must have the same length and their trajectories the same timestep. ``progress``: the
     label of a tqdm bar over all steps of all batches (None = no bar). ``species``: the per-species
     columns (default: the species of the windows); give the same list to shards whose sums are pooled.
+    ``energy_model``: a companion potential scoring the total energy of a stride predictor's states.
     """
     if not windows:
         raise ValueError("rollout_errors: no windows to roll out")
@@ -270,8 +288,43 @@ def rollout_errors(
         sums.dev_sum += np.nansum(dev, axis=1)
         sums.dev_count += np.isfinite(dev).sum(1)
         sums.mom_sum += np.nansum(np.linalg.norm(momenta - ref_p, axis=-1), axis=1) * fs_to_ase_time(1.0)
+        if energy_model is not None:
+            ref_e = np.stack([trajectories[w.traj].energy[w.start : w.stop] for w in chunk], axis=1)  # (L, B)
+            ref_k = np.stack([0.5 * (ref_p[:, _atoms(chunk, trajectories, b)] ** 2
+                                     / trajectories[w.traj].masses[:, None]).sum((1, 2)) for b, w in enumerate(chunk)],
+                             axis=1)
+            error = _total_energy_error(energy_model, state, positions, momenta, ref_e + ref_k, skin)
+            sums.energy_sum += np.nansum(error, axis=1)
+            sums.energy_count += np.isfinite(error).sum(1)
     bar.close()
     return RolloutErrors.from_sums(species, sums, species_reduction, extra={"failed_at_step": sorted(failed_at)})
+
+
+def _atoms(chunk: Sequence[Window], trajectories: Sequence[Trajectory], b: int) -> slice:
+    """The atoms of system b of a batch of windows."""
+    first = sum(trajectories[w.traj].n_atoms for w in chunk[:b])
+    return slice(first, first + trajectories[chunk[b].traj].n_atoms)
+
+
+@torch.no_grad()
+def _total_energy_error(energy_model: nn.Module, state: MDState, positions: np.ndarray, momenta: np.ndarray,
+                        reference: np.ndarray, skin: float) -> np.ndarray:
+    """(L, B) |E_pot + E_kin - reference| per atom of the states along a batch's rollout (NaN where it failed)."""
+    n_atoms = state.atoms_per_system().cpu().numpy()
+    out = np.full(reference.shape, np.nan)
+    field = ForceField(energy_model, VerletNeighbors(energy_model.cutoff or 0.0, skin, isolate_nonfinite=True),
+                       forces=False)
+    for s in range(positions.shape[0]):
+        x = torch.as_tensor(positions[s], dtype=state.dtype, device=state.device)
+        p = torch.as_tensor(momenta[s], dtype=state.dtype, device=state.device)
+        finite = torch.isfinite(x).all(-1) & torch.isfinite(p).all(-1)
+        # a failed system is scored at the start positions (kept apart, finite) and reported as NaN
+        at = state.replace(positions=torch.where(finite[:, None], x, state.positions),
+                           momenta=torch.where(finite[:, None], p, state.momenta))
+        e = (field(at).energy + at.kinetic_energy()).cpu().double().numpy()
+        good = ~per_system_any(~finite, state.system, len(n_atoms)).cpu().numpy()
+        out[s] = np.where(good, np.abs(e - reference[s]) / n_atoms, np.nan)
+    return out
 
 
 def _rollout_batch(

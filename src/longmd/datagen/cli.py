@@ -31,15 +31,15 @@ def add_datagen(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("stride-data")
     s.add_argument("--model", help="companion potential: longmd model file, mace:PATH or ase:module:Class "
-                   "(e.g. ase:ase.calculators.emt:EMT)")
+                   "(e.g. ase:ase.calculators.emt:EMT; default: none, required by stride-data)")
     s.add_argument("--structure", default="al110", help="start structure: a file (last frame) or al110 (the "
                    "Al(110) slab of FlashMD's case study) (default: al110)")
-    s.add_argument("--timestep-fs", type=float, default=1.0, help="NVE timestep, fs (default 1)")
+    s.add_argument("--timestep-fs", type=float, default=1.0, help="NVE timestep, fs (default: %(default)s)")
     s.add_argument("--temperatures", default="300,600",
-                   help="temperature range MIN,MAX in K, spread over the trajectories (default 300,600)")
+                   help="temperature range MIN,MAX in K, spread over the trajectories (default: %(default)s)")
     s.add_argument("--thermalise-fs", type=float, default=500.0, help="Langevin run before each trajectory, fs "
-                   "(default 500)")
-    s.add_argument("--device", default="cpu", help="torch device of the companion (default cpu)")
+                   "(default: %(default)s)")
+    s.add_argument("--device", default="cpu", help="torch device of the companion (default: %(default)s)")
     p.set_defaults(func=cmd_datagen)
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from longmd.config import Config, ConfigError, TrainingConfig, coerce_field
 
-FIXED_KEYS = ("stages", "device", "threads", "dtype", "seed", "progress")
+FIXED_KEYS = ("stages", "device", "threads", "dtype", "seed", "progress", "companion")
 """Training keys that hold for the whole run: a stage cannot change them."""
 
 

@@ -311,7 +311,8 @@ class Trainer:
                 "epoch_time_s": time.perf_counter() - start, "peak_memory_MB": peak_memory_mb(self.device),
                 "improved": decision.improved,
                 **{f"val_mepa_Z{z}": float(v) for z, v in zip(errors.species, errors.per_species.mean(0))},
-                **({"val_position_dev_A": errors.mean_deviation, "val_momentum_dev": errors.mean_momentum_deviation}
+                **({"val_position_dev_A": errors.mean_deviation, "val_momentum_dev": errors.mean_momentum_deviation,
+                    "val_energy_dev_eV_per_atom": errors.mean_energy_deviation}
                    if isinstance(self.model, StridePredictor) else {}),
                 **({"stage": self.stage.name} if len(self.stages) > 1 else {}),
             }
@@ -349,7 +350,7 @@ class Trainer:
 
     @property
     def _metric(self) -> str:
-        return Validation.metric_label(self.model)
+        return Validation.metric_label(self.model, self.validation.companion is not None)
 
     @property
     def _stage_label(self) -> str:

@@ -42,6 +42,14 @@ class Validation:
                 raise ConfigError(f"no validation window of {t.val_length} frames fits in the held-out data: "
                                   "lower training.val_length or raise data.val_fraction")
         self.species = sorted({int(z) for w in self.windows for z in trajectories[w.traj].numbers})
+        self.companion = None
+        if t.companion:
+            from longmd.models.io import open_model  # the registry imports training code
+
+            try:
+                self.companion = open_model(t.companion, device=device).to(dtype=dtype)
+            except (ValueError, OSError) as exc:
+                raise ConfigError(f"training.companion: {exc}") from exc
 
     def __call__(self, model: nn.Module, t: TrainingConfig) -> RolloutErrors:
         model.eval()
@@ -53,6 +61,7 @@ class Validation:
             local = rollout_errors(
                 model, self.trajectories, mine, batch_size=t.val_batch_size, species=self.species,
                 species_reduction=t.species_reduction, device=self.device, dtype=self.dtype,
+                energy_model=self.companion if isinstance(model, StridePredictor) else None,
             )
             sums, failed_at = local.sums, local.extra["failed_at_step"]
         pooled = sums.from_vector(distributed.all_reduce_sum(sums.to_vector()))
@@ -62,15 +71,19 @@ class Validation:
     @staticmethod
     def metric(model: nn.Module, errors: RolloutErrors) -> float:
         """What the curriculum and best models follow: mean MEPA; for a predictor the product of its mean position
-        (Å) and momentum (amu·Å/fs) deviations (FlashMD picks its best model by such a product)."""
+        (Å) and momentum (amu·Å/fs) deviations, times the energy error (eV/atom) of the predicted states when
+        ``training.companion`` is given (FlashMD picks its best model by such a product)."""
         if isinstance(model, StridePredictor):
-            return errors.mean_deviation * errors.mean_momentum_deviation
+            energy = errors.mean_energy_deviation
+            return errors.mean_deviation * errors.mean_momentum_deviation * (1.0 if energy is None else energy)
         return errors.mean_mepa
 
     @staticmethod
-    def metric_label(model: nn.Module) -> str:
+    def metric_label(model: nn.Module, companion: bool = False) -> str:
         """The metric's name and unit in logs."""
-        return "val |dq|x|dp| (Å·amu·Å/fs)" if isinstance(model, StridePredictor) else "val MEPA (eV/Å)"
+        if not isinstance(model, StridePredictor):
+            return "val MEPA (eV/Å)"
+        return "val |dq|x|dp|x|dE| (Å·amu·Å/fs·eV/atom)" if companion else "val |dq|x|dp| (Å·amu·Å/fs)"
 
     @torch.no_grad()
     def _frame_sums(self, model: nn.Module, windows: list[Window], batch_size: int) -> ErrorSums:

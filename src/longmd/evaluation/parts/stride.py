@@ -68,9 +68,11 @@ def errors(ctx: Context, model: StridePredictor, companion: nn.Module | None, k:
         if m is None:
             continue
         e = rollout_errors(m, derived, windows, batch_size=o.batch_size, skin=o.skin, device=ctx.device,
-                           dtype=ctx.dtype(model), progress=ctx.progress(f"stride errors {label}"))
+                           dtype=ctx.dtype(model), progress=ctx.progress(f"stride errors {label}"),
+                           energy_model=companion if label == "predictor" else None)
         out[label] = {"position_deviation_A": e.position_deviation.tolist(),
                       "momentum_deviation_amu_A_per_fs": e.momentum_deviation.tolist(),
+                      "energy_deviation_eV_per_atom": e.energy_deviation.tolist(),
                       "failed": e.failed, "failed_at_stride": e.extra.get("failed_at_step", [])}
     return out
 
