@@ -19,7 +19,7 @@ from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.models.io import save_model
 from longmd.models.lj import LennardJones
-from longmd.models.stride import HarmonicStride
+from longmd.models.stride import HarmonicStride, StridePredictor
 from test_propagators import single_atoms
 from test_stride_predictor import alloy, predictor
 
@@ -159,3 +159,31 @@ def test_a_filtered_learned_stride_run_extends_bit_for_bit(tmp_path):
     with pytest.raises(ValueError, match="energy_model"):  # another companion cannot continue the run
         simulate(predictor(seed=4), state, steps=8, out_dir=tmp_path / "run", resume=True,
                  **{**kwargs, "energy_model": LennardJones(**{**LJ, "epsilon": 0.06}).double()})
+
+
+class Drifting(StridePredictor):
+    """Not rotation-equivariant: every atom moves along +x by 0.01 Å per stride."""
+
+    timestep_fs = 8.0
+
+    def forward(self, state, edges=None):
+        dq = torch.zeros_like(state.positions)
+        dq[:, 0] = 0.01
+        return dq, state.momenta
+
+
+def test_the_random_rotation_filter_is_a_no_op_for_the_equivariant_predictor_only():
+    state = thermalised([alloy(5)], 600.0)
+    model = predictor(seed=4)
+    plain = rollout(build_integrator(LearnedStride(model, RebuildNeighbors(model.cutoff)), 8.0), state, 3).state
+    turned = rollout(build_integrator(LearnedStride(model, RebuildNeighbors(model.cutoff)), 8.0,
+                                      filters=["rotation"], seed=2), state, 3).state
+    torch.testing.assert_close(turned.positions, plain.positions, rtol=0, atol=1e-9)
+    torch.testing.assert_close(turned.momenta, plain.momenta, rtol=0, atol=1e-9)
+    torch.testing.assert_close(turned.cell, plain.cell, rtol=0, atol=1e-12)  # turned back
+
+    moved = rollout(build_integrator(LearnedStride(Drifting()), 8.0, filters=["rotation"], seed=2), state, 3).state
+    shift = (moved.positions - state.positions).mean(0)
+    assert float(shift[0]) < 0.03 - 1e-3 and float(shift.norm()) > 1e-4  # the +x bias no longer adds up along x
+    with pytest.raises(ValueError, match="rotation filter is for learned strides"):
+        build_integrator(ForceField(LennardJones(**LJ).double(), RebuildNeighbors(6.0)), 1.0, filters=["rotation"])

@@ -6,6 +6,7 @@ per-system extras: total momentum, centre of mass and, when the state has an ene
 
 - :class:`CenterOfMassFilter`: the total momentum stays as it was and the centre of mass moves on a straight
   line, x_com' = x_com + dt P / M (a learned step may violate both);
+- :class:`RandomRotation` (around the core, not after it): the core steps in a randomly rotated frame;
 - :class:`EnergyFilter`: momenta in each system's centre-of-mass frame are rescaled by
   α = sqrt(1 - (E' - E) / K'_int) so that the total energy equals the one before the core. A system with
   α² < 0 (the error exceeds its internal kinetic energy) cannot be repaired: its momenta become NaN, so the
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from longmd.dynamics.cores import ForceField
 from longmd.dynamics.state import MDState, kinetic_energy, per_system_sum
+from longmd.dynamics.steps import generator_on
 
 _P, _COM, _E = "before_core_momentum", "before_core_com", "before_core_energy"
 ALPHA = "energy_filter_alpha"  # the per-system rescaling factor of the last step, kept for the thermo log
@@ -94,3 +96,40 @@ class EnergyFilter:
         alpha = alpha2.clamp_min(0).sqrt().masked_fill(alpha2 < 0, float("nan"))
         state = state.with_extras(per_system={ALPHA: alpha.detach()})
         return state.replace(momenta=state.momenta - internal + internal * alpha[system][:, None])
+
+
+def random_rotations(n: int, generator: torch.Generator | None, dtype: torch.dtype,
+                     device: torch.device) -> Tensor:
+    """(n, 3, 3) rotation matrices drawn uniformly (QR of Gaussian matrices, signs fixed, det +1)."""
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=dtype, device=device))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2))[:, None, :]
+    return q * torch.sign(torch.linalg.det(q))[:, None, None]
+
+
+class RandomRotation:
+    """Wraps a learned-stride core: each step every system is turned by a random rotation about its centre of
+    mass (positions, momenta, cell), the core steps, and the result is turned back. FlashMD's filter for
+    predictors that are not rotation-equivariant (their errors then average out instead of drifting one way);
+    for an equivariant predictor it changes nothing but round-off."""
+
+    def __init__(self, core, generator: torch.Generator | None = None) -> None:
+        self.core, self.generator = core, generator
+
+    def init(self, state: MDState) -> MDState:
+        return self.core.init(state)
+
+    def reset(self) -> None:
+        self.core.reset()
+
+    def __call__(self, state: MDState) -> MDState:
+        self.generator = generator_on(self.generator, state.device)
+        rotation = random_rotations(state.n_systems, self.generator, state.dtype, state.device)
+        com = center_of_mass(state)[state.system]
+
+        def turn(s: MDState, r: Tensor) -> MDState:
+            per_atom = r[s.system]
+            return s.replace(positions=torch.einsum("nj,nij->ni", s.positions - com, per_atom) + com,
+                             momenta=torch.einsum("nj,nij->ni", s.momenta, per_atom),
+                             cell=torch.einsum("bkj,bij->bki", s.cell, r))
+
+        return turn(self.core(turn(state, rotation)), rotation.transpose(1, 2))

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import torch
 
 from longmd.dynamics.cores import ForceField, LearnedStride, VelocityVerlet
-from longmd.dynamics.filters import CenterOfMassFilter, EnergyFilter, MarkBeforeCore
+from longmd.dynamics.filters import CenterOfMassFilter, EnergyFilter, MarkBeforeCore, RandomRotation
 from longmd.dynamics.state import MDState
 from longmd.dynamics.steps import BussiR, LangevinO, Step
 from longmd.units import fs_to_ase_time
 
 ENSEMBLES = ("nve", "langevin", "svr")
-FILTERS = ("com", "energy")
+FILTERS = ("com", "energy", "rotation")
 
 
 @dataclass
@@ -94,7 +94,8 @@ def build_integrator(
     energy_model: ForceField | None = None,
 ) -> Propagator:
     """The integrator of ``ensemble`` (nve | langevin | svr) around ``evaluator``'s core, with ``filters``
-    ("com", "energy" or step objects) right after the core and a seeded noise generator on ``device``.
+    ("com", "energy" or step objects) right after the core ("rotation" wraps a learned stride) and a seeded noise
+    generator on ``device``.
     ``energy_model``: the energy the "energy" filter conserves when the core gives none (a learned stride)."""
     if ensemble not in ENSEMBLES:
         raise ValueError(f"unknown ensemble {ensemble!r} (choose from {', '.join(ENSEMBLES)})")
@@ -102,6 +103,13 @@ def build_integrator(
         raise ValueError(f"timestep_fs must be positive, got {timestep_fs}")
     core = make_core(evaluator, timestep_fs)
     dt = fs_to_ase_time(timestep_fs)
+    if "rotation" in filters:  # wraps the core rather than following it
+        if not isinstance(evaluator, LearnedStride):
+            raise ValueError("the rotation filter is for learned strides (velocity Verlet is rotation-equivariant)")
+        turns = torch.Generator(device=device)
+        turns.manual_seed(1 + (0 if seed is None else int(seed)))
+        core = RandomRotation(core, turns)
+        filters = [f for f in filters if f != "rotation"]
     after = [_filter(f, dt, evaluator, energy_model) for f in filters]
     steps: list[Step] = [*([MarkBeforeCore()] if after else []), core, *after]
     if ensemble == "nve":
