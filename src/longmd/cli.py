@@ -1,4 +1,5 @@
-"""The ``longmd`` command line: ``train``, ``simulate``, ``evaluate``, ``datagen``, ``demo``, ``info``, ``config``.
+"""The ``longmd`` command line: ``train``, ``simulate``, ``evaluate``, ``datagen``, ``analyze``, ``demo``, ``info``,
+``config``.
 
 Heavy imports happen inside each command so ``longmd --help`` answers at once.
 """
@@ -367,9 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"longmd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
+    from longmd.analyze_cli import add_analyze
     from longmd.datagen.cli import add_datagen
 
-    for add in (_add_train, _add_simulate, _add_evaluate, add_datagen, _add_demo, _add_info, _add_config):
+    for add in (_add_train, _add_simulate, _add_evaluate, add_datagen, add_analyze, _add_demo, _add_info,
+                _add_config):
         add(sub)
     return parser
 
