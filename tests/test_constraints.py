@@ -140,3 +140,18 @@ def test_unsupported_constraint_is_refused_by_name() -> None:
     atoms.set_constraint(FixBondLength(0, 1))
     with pytest.raises(ValueError, match=r"structure 0 carries the ASE constraint FixBondLength.*FixAtoms and FixCom"):
         simulate(lj(), atoms, steps=2, timestep_fs=5.0, progress=False)
+
+
+def test_learned_dynamics_on_atoms_keeps_fixed_atoms_and_counts_free_species() -> None:
+    from longmd.dynamics.ase_dynamics import LearnedDynamics
+    from longmd.dynamics.equipartition import species_temperatures
+
+    atoms = moving_cluster()
+    atoms.set_constraint(FixAtoms(indices=[0, 1]))
+    start = atoms.positions.copy()
+    dyn = LearnedDynamics(atoms, HarmonicStride([18], [0.5], 8.0), ensemble="langevin", temperature_K=60.0)
+    dyn.run(10)
+    assert np.abs(atoms.positions[:2] - start[:2]).max() == 0.0
+    assert np.abs(atoms.positions[2:] - start[2:]).max() > 0.05
+    t_ar = float(species_temperatures(dyn.state, [18])[0, 0])  # the 6 free atoms' temperature
+    assert t_ar == pytest.approx(atoms.get_temperature(), rel=1e-9)  # ASE: 3 N - 6 dof, fixed atoms at rest

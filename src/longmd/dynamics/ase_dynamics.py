@@ -45,10 +45,7 @@ class LearnedDynamics:
                  ensemble: str = "nve", temperature_K: float | None = None, friction_per_fs: float = 0.01,
                  tau_fs: float = 100.0, seed: int = 0, timestep_fs: float | None = None, device: str = "cpu",
                  dtype: torch.dtype = torch.float64, skin: float = 1.0) -> None:
-        if atoms.constraints:
-            names = ", ".join(type(c).__name__ for c in atoms.constraints)
-            raise ValueError(f"LearnedDynamics: the atoms carry ASE constraints ({names}), which it does not apply")
-        self.atoms = atoms
+        self.atoms = atoms  # FixAtoms / FixCom are applied (MDState.from_atoms; other constraints raise)
         model = _open(model, device, dtype)
         predictor = isinstance(model, StridePredictor)
         if timestep_fs is None:
