@@ -5,8 +5,8 @@ Maxwell-Boltzmann momenta, a Langevin run of ``thermalise_fs`` (the start decorr
 NVE velocity Verlet at the fine ``timestep_fs`` with every step stored (positions, momenta, the companion's
 energy and forces). All trajectories run together as replicas of longmd's batched engine; each is written
 atomically as soon as the batch finishes, so a killed run resumes (finished trajectories are kept, the rest is
-run again from its seed). :func:`assemble` packs them into one ``.extxyz.xz`` with a metadata JSON (settings,
-companion, generation time, energy drift of every trajectory).
+run again from its seed), with a JSON summary beside it. :func:`assemble` packs them into one ``.extxyz.xz``
+with a metadata JSON (settings, companion, generation time, energy drift of every trajectory).
 
 The companion is any model ``longmd`` opens: a longmd model file, ``mace:PATH`` or ``ase:module:Class`` (ASE's
 EMT for the Al(110) slab of FlashMD's case study, :func:`al110_slab`).
@@ -15,6 +15,8 @@ EMT for the Al(110) slab of FlashMD's case study, :func:`al110_slab`).
 from __future__ import annotations
 
 import json
+import lzma
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,7 +117,11 @@ def generate(model: torch.nn.Module, atoms: Atoms, protocol: StrideDataProtocol,
                 a.info["generation_s"] = seconds
             tmp = out / f".tmp-{_path(out, t).name}"
             write(tmp, frames[b], format="extxyz")
-            tmp.replace(_path(out, t))
+            summary = {"traj_id": t, "temperature_K": float(temperatures[t]), "n_frames": len(frames[b]),
+                       "n_atoms": len(atoms), "drift_meV_per_atom_ps": energy_drift(frames[b], p.timestep_fs),
+                       "generation_s": seconds}
+            _path(out, t).with_suffix(".json").write_text(json.dumps(summary))
+            tmp.replace(_path(out, t))  # last: the trajectory counts as done only with its summary
     return [_path(out, t) for t in range(p.n_trajectories)]
 
 
@@ -127,21 +133,19 @@ def energy_drift(frames: list[Atoms], timestep_fs: float) -> float:
 
 
 def assemble(out: str | Path, protocol: StrideDataProtocol, companion: str, structure: str) -> tuple[Path, Path]:
-    """Pack the trajectory files into ``out/stride_data.extxyz.xz`` and write ``out/stride_data.json``."""
+    """Pack the trajectory files into ``out/stride_data.extxyz.xz`` (streamed, not parsed again) and write
+    ``out/stride_data.json`` from their summaries."""
     out = Path(out)
-    frames, info = [], []
-    for t in range(protocol.n_trajectories):
-        traj = read(_path(out, t), index=":")
-        frames += traj
-        info.append({"traj_id": t, "temperature_K": traj[0].info["temperature_K"],
-                     "drift_meV_per_atom_ps": energy_drift(traj, protocol.timestep_fs),
-                     "generation_s": traj[0].info.get("generation_s")})
+    info = [json.loads(_path(out, t).with_suffix(".json").read_text()) for t in range(protocol.n_trajectories)]
     data = out / "stride_data.extxyz.xz"
     tmp = out / ".tmp-stride_data.extxyz.xz"
-    write(tmp, frames, format="extxyz")
+    with lzma.open(tmp, "wb", preset=3) as packed:
+        for t in range(protocol.n_trajectories):
+            with _path(out, t).open("rb") as f:
+                shutil.copyfileobj(f, packed, 1 << 20)
     tmp.replace(data)
     meta = {"companion": companion, "structure": structure, "protocol": asdict(protocol),
-            "n_atoms": len(frames[0]), "n_frames": len(frames), "trajectories": info,
-            "generation_s_total": sum(i["generation_s"] or 0.0 for i in info) or None}
+            "n_atoms": info[0]["n_atoms"], "n_frames": sum(i["n_frames"] for i in info), "trajectories": info,
+            "generation_s_total": sum(i["generation_s"] for i in info)}
     (out / "stride_data.json").write_text(json.dumps(meta, indent=1))
     return data, out / "stride_data.json"
