@@ -32,6 +32,7 @@ from common import environment  # noqa: E402
 from longmd.analysis.structure import rdf, rdf_mae  # noqa: E402
 from longmd.analysis.transport import msd  # noqa: E402
 from longmd.dynamics.cores import ForceField, evaluator_for  # noqa: E402
+from longmd.dynamics.failures import REASONS, Limits, check_replicas  # noqa: E402
 from longmd.dynamics.neighbor_policy import VerletNeighbors  # noqa: E402
 from longmd.dynamics.propagator import build_integrator  # noqa: E402
 from longmd.dynamics.rollout import rollout  # noqa: E402
@@ -70,21 +71,30 @@ def layers_of(z: np.ndarray, gap: float = 0.5) -> np.ndarray:
 
 
 def run_md(propagator, state: MDState, n_steps: int, every: int) -> dict:
-    """Positions (unwrapped) and momenta every ``every`` steps."""
+    """Positions (unwrapped) and momenta every ``every`` steps, until the end or a failure (recorded)."""
     frames = {"positions": [], "momenta": []}
+    stopped = {}
 
-    def keep(k: int, s: MDState) -> None:
+    def keep(k: int, s: MDState) -> bool:
+        code = int(check_replicas(s, Limits(0.5, 5000.0))[0, 0])
+        if code:
+            stopped.update(step=k, reason=REASONS[code])
+            return False
         if k % every == 0:
             frames["positions"].append(s.positions.detach().cpu().numpy().copy())
             frames["momenta"].append(s.momenta.detach().cpu().numpy().copy())
+        return True
 
     start = time.perf_counter()
     with torch.no_grad():
         rollout(propagator, state, n_steps, store=False, on_step=keep)
-    return {k: np.stack(v) for k, v in frames.items()} | {"wall_s": time.perf_counter() - start}
+    return {k: np.stack(v) for k, v in frames.items()} | {"wall_s": time.perf_counter() - start,
+                                                          "stopped": stopped or None}
 
 
 def analyse(run: dict, masses: np.ndarray, layer: np.ndarray, cell: np.ndarray, interval_fs: float) -> dict:
+    if run["stopped"] is not None and len(run["positions"]) < 8:
+        return {"stopped": run["stopped"], "frames": len(run["positions"]), "wall_s": run["wall_s"]}
     half = len(run["positions"]) // 2
     kinetic = 0.5 * (run["momenta"][half:] ** 2).sum(-1) / masses  # (T, N)
     temps = {int(k): float(kinetic[:, layer == k].mean() * 2 / (3 * KB_EV_PER_K)) for k in np.unique(layer)}
@@ -94,7 +104,8 @@ def analyse(run: dict, masses: np.ndarray, layer: np.ndarray, cell: np.ndarray, 
         values[int(k)] = m.tolist()
     r, n_r = rdf(run["positions"][half:], cell, np.array([True, True, False]), r_max=6.0, n_bins=120)
     return {"layer_temperature_K": temps, "msd_lag_fs": np.asarray(lag_fs).tolist(), "layer_msd_A2": values,
-            "r": r.tolist(), "pair_density": n_r.tolist(), "wall_s": run["wall_s"], "frames": len(run["positions"])}
+            "r": r.tolist(), "pair_density": n_r.tolist(), "wall_s": run["wall_s"], "frames": len(run["positions"]),
+            "stopped": run["stopped"]}
 
 
 def md(args, out: Path, best: Path) -> dict:
@@ -117,8 +128,9 @@ def md(args, out: Path, best: Path) -> dict:
         gen = torch.Generator().manual_seed(seed)
         state = state.replace(momenta=maxwell_boltzmann_momenta(state.masses, state.system, args.temperature_K, gen))
         if name == "predictor":
-            companion = ForceField(emt, VerletNeighbors(emt.cutoff, 1.0), forces=False)
-            propagator = build_integrator(evaluator_for(predictor, VerletNeighbors(predictor.cutoff, 1.0)),
+            companion = ForceField(emt, VerletNeighbors(emt.cutoff, 1.0, isolate_nonfinite=True), forces=False)
+            propagator = build_integrator(evaluator_for(predictor, VerletNeighbors(predictor.cutoff, 1.0,
+                                                                                   isolate_nonfinite=True)),
                                           args.stride_fs, "langevin", args.temperature_K, 1.0 / args.tau_fs,
                                           seed=seed, filters=["com", "energy"], energy_model=companion)
             run = run_md(propagator, state, n_strides, 1)
@@ -127,9 +139,11 @@ def md(args, out: Path, best: Path) -> dict:
                                           args.temperature_K, 1.0 / args.tau_fs, seed=seed)
             run = run_md(propagator, state, n_strides * k, k)
         results[name] = analyse(run, tr.masses, layer, tr.cell[0], args.stride_fs)
-        print(name, "done in", round(run["wall_s"]), "s", flush=True)
-    ref, learned, other = (np.asarray(results[n]["pair_density"]) for n in ("verlet_a", "predictor", "verlet_b"))
-    results["pair_density_mae"] = {"predictor_vs_verlet": rdf_mae(learned, ref),
+        print(name, "done in", round(run["wall_s"]), "s; stopped:", run["stopped"], flush=True)
+    ref, other = (np.asarray(results[n]["pair_density"]) for n in ("verlet_a", "verlet_b"))
+    learned = results["predictor"].get("pair_density")
+    results["pair_density_mae"] = {"predictor_vs_verlet": None if learned is None else rdf_mae(np.asarray(learned),
+                                                                                               ref),
                                    "noise_verlet_vs_verlet": rdf_mae(other, ref)}
     results["temperature_K"] = args.temperature_K
     path.write_text(json.dumps(results, indent=1))
@@ -185,6 +199,8 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for name in ("verlet_a", "verlet_b", "predictor"):
         r = md_[name]
+        if "pair_density" not in r:
+            continue
         style = {"lw": 2.0, "color": "black"} if name == "verlet_a" else {"lw": 1.0}
         axes[0].plot(r["r"], r["pair_density"], label=name, **style)
         layers = sorted(r["layer_temperature_K"], key=int)
@@ -221,7 +237,8 @@ def main() -> None:
     (out / "long_stride.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "long_stride.png")
     m = results["md"]
-    print(json.dumps({"layer_T": {n: m[n]["layer_temperature_K"] for n in ("predictor", "verlet_a", "verlet_b")},
+    print(json.dumps({"layer_T": {n: m[n].get("layer_temperature_K") for n in ("predictor", "verlet_a", "verlet_b")},
+                      "predictor_stopped": m["predictor"].get("stopped"),
                       "pair_density_mae": m["pair_density_mae"], "speed": results["speed_s_per_ps"]}, indent=1))
 
 
