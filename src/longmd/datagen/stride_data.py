@@ -27,6 +27,7 @@ from ase import Atoms
 from ase.build import fcc110
 from ase.io import read, write
 
+from longmd.datagen.common import energy_drift_meV_per_atom_ps
 from longmd.dynamics.cores import ForceField
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
@@ -117,19 +118,12 @@ def generate(model: torch.nn.Module, atoms: Atoms, protocol: StrideDataProtocol,
                 a.info["generation_s"] = seconds
             tmp = out / f".tmp-{_path(out, t).name}"
             write(tmp, frames[b], format="extxyz")
+            drift = energy_drift_meV_per_atom_ps(frames[b], p.timestep_fs)
             summary = {"traj_id": t, "temperature_K": float(temperatures[t]), "n_frames": len(frames[b]),
-                       "n_atoms": len(atoms), "drift_meV_per_atom_ps": energy_drift(frames[b], p.timestep_fs),
-                       "generation_s": seconds}
+                       "n_atoms": len(atoms), "drift_meV_per_atom_ps": drift, "generation_s": seconds}
             _path(out, t).with_suffix(".json").write_text(json.dumps(summary))
             tmp.replace(_path(out, t))  # last: the trajectory counts as done only with its summary
     return [_path(out, t) for t in range(p.n_trajectories)]
-
-
-def energy_drift(frames: list[Atoms], timestep_fs: float) -> float:
-    """Slope of the total energy, meV/atom/ps."""
-    e = np.array([a.get_potential_energy() + a.get_kinetic_energy() for a in frames])
-    t_ps = np.arange(len(e)) * timestep_fs / 1000.0
-    return float(np.polyfit(t_ps, e, 1)[0] * 1000.0 / len(frames[0]))
 
 
 def assemble(out: str | Path, protocol: StrideDataProtocol, companion: str, structure: str) -> tuple[Path, Path]:

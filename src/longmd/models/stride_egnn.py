@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from longmd.data.graph import edge_vectors
 from longmd.data.trajectory import Trajectory, minimum_image
+from longmd.dynamics.state import per_system_sum
 from longmd.models.egnn import mlp, polynomial_envelope
 from longmd.models.reference import AtomicReference
 from longmd.models.stride import StridePredictor
@@ -40,10 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "medium": {"hidden": 64, "n_layers": 3, "n_rbf": 16, "cutoff": 4.5},
 }
 MASS_RTOL = 1e-6
-
-
-def _per_system(values: Tensor, system: Tensor, n_systems: int) -> Tensor:
-    return values.new_zeros((n_systems, *values.shape[1:])).index_add(0, system, values)
 
 
 class Layer(nn.Module):
@@ -171,10 +168,10 @@ def conserve(state, displacement: Tensor, momenta: Tensor, tau: float) -> tuple[
     """Per system: total momentum kept (excess removed in proportion to mass) and centre-of-mass displacement
     τ P / M (excess removed uniformly)."""
     n, system, m = state.n_systems, state.system, state.masses
-    total_m = _per_system(m, system, n)[:, None]
-    p_total = _per_system(state.momenta, system, n)
-    momenta = momenta - m[:, None] * ((_per_system(momenta, system, n) - p_total) / total_m)[system]
-    excess = (_per_system(m[:, None] * displacement, system, n) - tau * p_total) / total_m
+    total_m = per_system_sum(m, system, n)[:, None]
+    p_total = per_system_sum(state.momenta, system, n)
+    momenta = momenta - m[:, None] * ((per_system_sum(momenta, system, n) - p_total) / total_m)[system]
+    excess = (per_system_sum(m[:, None] * displacement, system, n) - tau * p_total) / total_m
     return displacement - excess[system], momenta
 
 
