@@ -37,6 +37,7 @@ from longmd.dynamics.neighbor_policy import VerletNeighbors  # noqa: E402
 from longmd.dynamics.propagator import build_integrator  # noqa: E402
 from longmd.dynamics.rollout import rollout  # noqa: E402
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta  # noqa: E402
+from longmd.evaluation.parts.stride import seconds_per_ps  # noqa: E402
 from longmd.io.read import read_trajectories  # noqa: E402
 from longmd.models.egnn import egnn_potential  # noqa: E402
 from longmd.models.io import load_model, open_model  # noqa: E402
@@ -150,17 +151,6 @@ def md(args, out: Path, best: Path) -> dict:
     return results
 
 
-def seconds_per_ps(propagator, state: MDState, steps: int, timestep_fs: float) -> float:
-    with torch.no_grad():
-        s = propagator.init(state)
-        for _ in range(2):
-            s = propagator(s)
-        start = time.perf_counter()
-        for _ in range(steps):
-            s = propagator(s)
-    return (time.perf_counter() - start) / (steps * timestep_fs / 1000.0)
-
-
 def speed(args, out: Path, best: Path) -> dict:
     tr = read_trajectories([args.data])[0]
     state = MDState.from_atoms(tr.atoms(0))
@@ -176,12 +166,12 @@ def speed(args, out: Path, best: Path) -> dict:
                             filters=["com"])
     dt = tr.timestep_fs
     out_ = {
-        "predictor_filtered": seconds_per_ps(learned, state, 20, args.stride_fs),
-        "predictor_com_only": seconds_per_ps(bare, state, 20, args.stride_fs),
+        "predictor_filtered": seconds_per_ps(learned, state, 20),
+        "predictor_com_only": seconds_per_ps(bare, state, 20),
         "verlet_emt": seconds_per_ps(build_integrator(ForceField(emt, VerletNeighbors(emt.cutoff, 1.0)), dt),
-                                     state, 100, dt),
+                                     state, 100),
         "verlet_egnn": seconds_per_ps(build_integrator(ForceField(egnn, VerletNeighbors(egnn.cutoff, 1.0)), dt),
-                                      state, 100, dt),
+                                      state, 100),
         "parameters": {"predictor": n_params, "egnn": sum(p.numel() for p in egnn.parameters())},
     }
     out_["speedup_vs_egnn_filtered"] = out_["verlet_egnn"] / out_["predictor_filtered"]

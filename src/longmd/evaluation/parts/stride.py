@@ -146,7 +146,8 @@ def thermostat_run(ctx: Context, model: StridePredictor, companion: nn.Module | 
             "largest_deviation_percent": float(np.nanmax(np.abs(means / target - 1.0)) * 100.0) if samples else None}
 
 
-def _seconds(propagator, state, steps: int) -> float:
+def seconds_per_ps(propagator, state, steps: int) -> float:
+    """Wall seconds per simulated ps of ``steps`` propagator steps after a 2-step warm-up."""
     with torch.no_grad():
         s = propagator.init(state)
         for _ in range(2):  # warm-up
@@ -155,7 +156,7 @@ def _seconds(propagator, state, steps: int) -> float:
         for _ in range(steps):
             s = propagator(s)
         float(s.positions.sum())  # wait for the device
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / (steps * propagator.timestep_fs / 1000.0)
 
 
 def speed(ctx: Context, model: StridePredictor, companion: nn.Module) -> dict:
@@ -165,7 +166,7 @@ def speed(ctx: Context, model: StridePredictor, companion: nn.Module) -> dict:
     learned, _ = _integrator(ctx, model, companion, ["com", "energy"])
     vv = build_integrator(ForceField(companion, VerletNeighbors(companion.cutoff, o.skin)), ctx.timestep_fs)
     n = max(1, o.speed_steps)
-    per_ps_learned = _seconds(learned, state, n) / (n * float(model.timestep_fs) / 1000.0)
-    per_ps_vv = _seconds(vv, state, n) / (n * ctx.timestep_fs / 1000.0)
+    per_ps_learned = seconds_per_ps(learned, state, n)
+    per_ps_vv = seconds_per_ps(vv, state, n)
     return {"s_per_ps_predictor": per_ps_learned, "s_per_ps_velocity_verlet": per_ps_vv,
             "speedup": per_ps_vv / per_ps_learned, "timed_steps": n}
