@@ -107,3 +107,21 @@ def md(model, state, n_steps: int, make, neighbors, gradient: str = "none", **kw
     from longmd.dynamics.rollout import rollout
 
     return rollout(make(ForceField(model, neighbors, gradient)), state, n_steps, **kwargs)
+
+
+def train_killed_in_epoch(cfg, epoch: int, monkeypatch) -> None:
+    """Run a Trainer on ``cfg`` that dies (KeyboardInterrupt) when epoch ``epoch`` starts: a killed run whose
+    last checkpoint is that of epoch ``epoch - 1``."""
+    from longmd.training.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def dies(self, s):
+        if self.epoch == epoch:
+            raise KeyboardInterrupt
+        return original(self, s)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "train_epoch", dies)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, log=lambda *_: None).run()

@@ -10,6 +10,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
+from conftest import train_killed_in_epoch
 from longmd.config import load_config
 from longmd.models.egnn import polynomial_envelope
 from longmd.models.io import load_model
@@ -142,18 +143,7 @@ def test_pair_triplet_gnn_with_dynamic_training_last_resumes_bit_for_bit(emt_dat
     result = full.run()
     assert [(r["stage"], r["S"]) for r in result.records] == [("pair", 1), ("pair", 1), ("triplet", 1), ("gnn", 1),
                                                                 ("gnn", 2)]
-    killed = Trainer(config(tmp_path / "killed"), log=lambda *_: None)
-    original = Trainer.train_epoch
-
-    def dies_in_epoch_3(self, s):
-        if self.epoch == 3:
-            raise KeyboardInterrupt
-        return original(self, s)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        killed.run()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_killed_in_epoch(config(tmp_path / "killed"), 3, monkeypatch)
     resumed = Trainer(config(tmp_path / "killed"), resume=True, log=lambda *_: None).run()
     assert [(r["stage"], r["S"]) for r in resumed.records] == [(r["stage"], r["S"]) for r in result.records]
     assert torch.equal(_flat(full.model), _flat(load_model(tmp_path / "killed" / "last.pt")))

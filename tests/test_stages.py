@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_training_config
+from conftest import tiny_training_config, train_killed_in_epoch
 from longmd.config import ConfigError
 from longmd.training.stages import resolve_stages
 from longmd.training.trainer import Trainer
@@ -36,18 +36,7 @@ def test_two_stages_run_in_order_with_their_own_settings(emt_data, tmp_path) -> 
 def test_resume_inside_the_second_stage_is_bit_for_bit(emt_data, tmp_path, monkeypatch) -> None:
     full = Trainer(_config(emt_data, tmp_path / "full"), log=lambda *_: None)
     full.run()
-    killed = Trainer(_config(emt_data, tmp_path / "killed"), log=lambda *_: None)
-    original = Trainer.train_epoch
-
-    def dies_in_epoch_4(self, s):
-        if self.epoch == 4:
-            raise KeyboardInterrupt
-        return original(self, s)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_4)
-    with pytest.raises(KeyboardInterrupt):
-        killed.run()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_killed_in_epoch(_config(emt_data, tmp_path / "killed"), 4, monkeypatch)
     resumed = Trainer(_config(emt_data, tmp_path / "killed"), resume=True, log=lambda *_: None)
     assert resumed.stage.name == "rollout" and resumed.stage_started == 2
     resumed.run()

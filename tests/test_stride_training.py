@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import thermalised, tiny_training_config
+from conftest import thermalised, tiny_training_config, train_killed_in_epoch
 from longmd.dynamics.cores import LearnedStride
 from longmd.dynamics.neighbor_policy import GivenNeighbors
 from longmd.dynamics.propagator import build_integrator
@@ -67,18 +67,7 @@ def test_stride_training_runs_multi_stride_curriculum_and_resumes_exactly(emt_da
     split = json.loads((tmp_path / "full" / "split.json").read_text())
     assert split["n_traj"] == 4  # the split of the files' trajectories, not of the derived ones
 
-    killed = Trainer(tiny_training_config(emt_data, tmp_path / "killed", *STRIDE), log=lambda *_: None)
-    original = Trainer.train_epoch
-
-    def dies_in_epoch_2(self, s):
-        if self.epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, s)
-
-    monkeypatch.setattr(Trainer, "train_epoch", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        killed.run()
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    train_killed_in_epoch(tiny_training_config(emt_data, tmp_path / "killed", *STRIDE), 2, monkeypatch)
     resumed = Trainer(tiny_training_config(emt_data, tmp_path / "killed", *STRIDE), resume=True, log=lambda *_: None)
     resumed.run()
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
