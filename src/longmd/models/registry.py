@@ -19,6 +19,8 @@ from longmd.models.term import EnergyTerm
 from longmd.models.triplet import TripletTerm
 
 MACE_NEEDS = "mace-torch (pip install 'longmd[mace]')"
+SCHNETPACK_NEEDS = "schnetpack (pip install 'longmd[schnetpack]')"
+NEEDS = {"mace": MACE_NEEDS, "schnet": SCHNETPACK_NEEDS, "painn": SCHNETPACK_NEEDS}  # kinds of optional extras
 
 
 class TermSpecError(ValueError):
@@ -41,9 +43,30 @@ def _mace_presets() -> dict[str, dict[str, Any]]:
     return PRESETS
 
 
+def _schnetpack_term(kind: str):
+    def load() -> type[EnergyTerm]:
+        from longmd.models import schnetpack_terms  # imports schnetpack only when such a term is built
+
+        schnetpack_terms.schnetpack_modules()  # ImportError naming the extra when schnetpack is missing
+        return {"schnet": schnetpack_terms.SchNetTerm, "painn": schnetpack_terms.PaiNNTerm}[kind]
+
+    return load
+
+
+def _schnetpack_presets(kind: str):
+    def load() -> dict[str, dict[str, Any]]:
+        from longmd.models.schnetpack_terms import PRESETS
+
+        return PRESETS[kind]
+
+    return load
+
+
 TERM_KINDS: dict[str, tuple[Any, Any]] = {  # kind -> (class or loader, presets or loader)
     "egnn": (EGNNTerm, EGNN_PRESETS),
     "mace": (_mace_term, _mace_presets),
+    "schnet": (_schnetpack_term("schnet"), _schnetpack_presets("schnet")),
+    "painn": (_schnetpack_term("painn"), _schnetpack_presets("painn")),
     "lj": (LennardJonesTerm, {}),
     "pair": (PairTerm, {}),
     "triplet": (TripletTerm, {}),
@@ -55,7 +78,19 @@ def term_class(kind: str) -> type[EnergyTerm]:
     if kind not in TERM_KINDS:
         raise ValueError(f"unknown energy term kind {kind!r} (available: {', '.join(TERM_KINDS)})")
     cls = TERM_KINDS[kind][0]
-    return cls if isinstance(cls, type) else cls()
+    if isinstance(cls, type):
+        return cls
+    try:
+        return cls()
+    except ImportError as exc:
+        raise _needs(kind, exc) from exc
+
+
+def _needs(kind: str, exc: ImportError) -> ImportError:
+    """``exc`` saying which optional extra a ``kind`` term needs (unless it says so already)."""
+    if kind in NEEDS and NEEDS[kind] not in str(exc):
+        return ImportError(f"a {kind} term needs {NEEDS[kind]}: {exc}")
+    return exc
 
 
 def term_presets(kind: str) -> dict[str, dict[str, Any]]:
@@ -71,7 +106,10 @@ def build_term(kind: str, species: Sequence[int], preset: str | None = None,
     if preset is not None and preset not in presets:
         known = ", ".join(sorted(presets)) or "none"
         raise ValueError(f"{kind}: unknown preset {preset!r} (available: {known})")
-    return term_class(kind).build(sorted(species), **{**presets.get(preset, {}), **dict(options or {})})
+    try:
+        return term_class(kind).build(sorted(species), **{**presets.get(preset, {}), **dict(options or {})})
+    except ImportError as exc:  # e.g. mace-torch, imported when the network is built
+        raise _needs(kind, exc) from exc
 
 
 def build_potential(species: Sequence[int], terms: Sequence[Mapping[str, Any]]) -> Potential:

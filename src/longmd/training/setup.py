@@ -20,7 +20,7 @@ from longmd.examples import resolve
 from longmd.io.read import read_trajectories
 from longmd.models.potential import Potential
 from longmd.models.reference import fit_reference_energies, parse_reference_energies
-from longmd.models.registry import MACE_NEEDS, TermSpecError, build_potential
+from longmd.models.registry import TermSpecError, build_potential
 from longmd.runtime import check_device
 
 
@@ -88,7 +88,7 @@ def build_model(cfg: Config, species: list[int]) -> Potential:
     try:
         return build_potential(species, [t.as_dict() for t in terms])
     except ImportError as exc:
-        raise ConfigError(f"{key}: a mace term needs {MACE_NEEDS}: {exc}") from exc
+        raise ConfigError(f"{key}: {exc}") from exc  # names the optional extra (registry.NEEDS)
     except TermSpecError as exc:
         where = f"model.terms[{exc.index}]" if cfg.model.terms else "model"
         unknown = re.search(r"argument '(\w+)'", str(exc.cause))
