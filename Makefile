@@ -23,7 +23,9 @@ $(STAMP): pyproject.toml
 		$(PY) -m pip install -q --upgrade pip; \
 		$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)); \
 	fi
-	$(PY) -m pip install -q -e ".[dev]"
+	@# the torch found or installed above stays: pip would otherwise swap it to satisfy an extra's pins
+	@# (schnetpack 2.1's sympy<=1.12 conflicts with torch >= 2.5; with torch fixed pip takes schnetpack 2.0.4)
+	$(PY) -m pip install -q -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 demo: venv

@@ -157,6 +157,10 @@ class PaiNNTerm(SchnetpackTerm):
 
     kind = "painn"
 
+    def __init__(self, n_species: int, n_atom_basis: int = 32, n_interactions: int = 3, n_rbf: int = 20,
+                 cutoff: float = 5.0, readout_layers: int = 2, zero_readout: bool = False) -> None:
+        super().__init__(n_species, n_atom_basis, n_interactions, n_rbf, cutoff, readout_layers, zero_readout)
+
     def _build_representation(self, spk, n_species, n_atom_basis, n_interactions, radial, cutoff_fn):
         return _representation(spk.representation.PaiNN, n_species, n_atom_basis, n_interactions=n_interactions,
                                radial_basis=radial, cutoff_fn=cutoff_fn)
