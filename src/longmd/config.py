@@ -53,8 +53,10 @@ class TermConfig:
     """One energy term of the potential (an item of ``model.terms``)."""
 
     name: str = option("egnn", "term name, unique (egnn, lj, ...); also its kind unless 'kind' is given")
-    kind: str | None = option(None, "egnn | mace (needs mace-torch) | lj | pair | triplet (None = the name)")
-    preset: str | None = option(None, "size preset of the kind (egnn: small | paper; mace: small | medium | large)")
+    kind: str | None = option(None, "egnn | mace (needs mace-torch) | schnet | painn (need schnetpack) | lj | pair | "
+                                   "triplet (None = the name)")
+    preset: str | None = option(None, "size preset of the kind (egnn: small | paper; mace: small | medium | large; "
+                                     "schnet, painn: small | medium)")
     options: dict = option({}, "constructor overrides, e.g. egnn {hidden: 64}, lj {epsilon: 0.01, sigma: 2.5}")
 
     def as_dict(self) -> dict:
@@ -67,10 +69,12 @@ class ModelConfig:
                                      "{name, kind, preset, options}, e.g. [{name: egnn, preset: small}, "
                                      "{name: lj, options: {epsilon: 0.01, sigma: 2.5}}]; [] = the one term of "
                                      "name/preset/options below")
-    name: str = option("egnn", "one-term shorthand: architecture egnn | mace (needs mace-torch); or stride_egnn, a "
+    name: str = option("egnn", "one-term shorthand: architecture egnn | mace (needs mace-torch) | schnet | painn "
+                       "(need schnetpack); or stride_egnn, a "
                        "stride predictor (positions and momenta model.stride_fs ahead, FlashMD-style; no terms)")
     preset: str = option("small", "one-term shorthand: size preset; egnn: small (CPU demo) | paper (513,281 "
-                         "parameters); mace: small | medium | large (16, 64, 128 channels)")
+                         "parameters); mace: small | medium | large (16, 64, 128 channels); schnet, painn: "
+                         "small | medium (32, 64 features)")
     options: dict = option({}, "one-term shorthand: constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, "
                            "cutoff: 5.0}, mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
 
