@@ -210,3 +210,17 @@ def test_config_errors_name_the_option_and_the_extra(monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         schnetpack_terms.schnetpack_modules.cache_clear()
+
+
+def test_importing_longmd_does_not_import_schnetpack() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from test_cli_traps import SRC
+
+    code = ("import sys, longmd.cli, longmd.models.io, longmd.models.registry, longmd.training.trainer; "
+            "print(sorted(m for m in sys.modules if m.startswith('schnetpack')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
