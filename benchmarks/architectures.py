@@ -13,6 +13,8 @@ test trajectories: frame force MAE, rollout MEPA, NVE stability and speed (ns/da
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
 import time
 from pathlib import Path
@@ -93,7 +95,12 @@ def main() -> None:
     rows = [row(k, r, metrics) for k, r in runs.items()]
     (args.out / "table.md").write_text(table(rows))
     print(table(rows))
-    budget = {"minutes_per_model": args.minutes, "preset": args.preset, "seed": args.seed, "recipe": "longmd train demo",
+    versions = {}
+    for package in ("schnetpack", "mace-torch"):  # common.environment() does not know the optional extras
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[package] = importlib.metadata.version(package)
+    budget = {"extras": versions, "minutes_per_model": args.minutes, "preset": args.preset, "seed": args.seed,
+              "recipe": "longmd train demo",
               "overrides": args.set, "parts": args.parts, "evaluate_minutes": (time.perf_counter() - start) / 60}
     write_json({"budget": budget, "rows": rows, "evaluation": metrics.get("protocol", metrics.get("options"))},
                args.out, "architectures.json")
