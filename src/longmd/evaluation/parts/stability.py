@@ -19,6 +19,7 @@ from torch import nn
 from longmd.analysis.drift import energy_drift, max_energy_deviation
 from longmd.analysis.stability import count_events, tracked_distances
 from longmd.analysis.structure import (
+    bonds,
     distance_histogram,
     histogram_l1,
     histogram_mae,
@@ -78,7 +79,14 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     h = g = None
     partial: dict[str, np.ndarray] = {}
     skipped: dict[str, int] = {}
+    bonding: dict[str, dict] = {}
     for w, (pos, numbers, cell, pbc) in zip(weights, sets):
+        for key, b in bonds(pos, numbers, cell, pbc).items():
+            into = bonding.setdefault(key, {"coordination": 0.0, "min_distance_A": None, "cutoff_A": b["cutoff_A"]})
+            into["coordination"] += w * b["coordination"]
+            if b["min_distance_A"] is not None:
+                old = into["min_distance_A"]
+                into["min_distance_A"] = b["min_distance_A"] if old is None else min(old, b["min_distance_A"])
         r, hk = distance_histogram(pos, cell, pbc, o.r_max, o.n_bins)
         _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins, normalization=norm)
         _, parts = partial_rdfs(pos, numbers, cell, pbc, o.r_max, o.n_bins, normalization=norm)
@@ -92,7 +100,7 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                 continue
             partial[key] = partial.get(key, 0.0) + w * v
     return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()},
-            "partial_skipped": skipped, "rdf_normalization": norm}
+            "partial_skipped": skipped, "rdf_normalization": norm, "bonds": bonding}
 
 
 MIN_PAIRS = 3
@@ -114,6 +122,8 @@ def _scores(structure: dict, ref: dict) -> dict:
         "rdf_mae": rdf_mae(structure["g"], ref["g"]),
         "rdf_mae_partial": {k: rdf_mae(v, ref["partial"][k]) for k, v in structure["partial"].items()
                             if k in ref["partial"]},
+        "coordination_difference": {k: b["coordination"] - ref["bonds"][k]["coordination"]
+                                    for k, b in structure.get("bonds", {}).items() if k in ref.get("bonds", {})},
     }
 
 
