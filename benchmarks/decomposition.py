@@ -160,11 +160,14 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", action="append", default=[], help="extra config override for both models")
     p.add_argument("--reuse", action="store_true", help="reuse finished training runs and evaluation in --out")
+    p.add_argument("--train-only", action="store_true", help="stop after training (evaluate later with --reuse)")
     args = p.parse_args(argv)
     cfg = load_config(CONFIG, [*([f"data.paths=[{','.join(args.data)}]"] if args.data else []), *args.set])
     trajectories = load_data(cfg)
     species = sorted({int(z) for tr in trajectories for z in tr.numbers})
     runs = train_models(args, species)
+    if args.train_only:
+        return
     split = make_split(cfg, trajectories)
     frames = {s: pick(split, trajectories, s, args.frames, args.seed) for s in ("train", "test")}
     models = {name: load_model(run["model"]).double() for name, run in runs.items()}
