@@ -70,7 +70,7 @@ def normalization(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return "bulk" if all(is_bulk(pos, cell, pbc) for pos, _, cell, pbc in sets) else "pair_density"
 
 
-def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context, norm: str) -> dict:
+def structure_of(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context, norm: str) -> dict:
     """h(r), g(r) and partial g_ab(r) (or the pair densities n(r), by ``norm``) averaged over (positions (T, N, 3),
     numbers, cell, pbc) sets, by frames."""
     o = ctx.opts
@@ -114,7 +114,7 @@ def pair_count(numbers: np.ndarray, a: int, b: int) -> int:
     return n_a * (n_a - 1) // 2 if a == b else n_a * n_b
 
 
-def _scores(structure: dict, ref: dict) -> dict:
+def structure_scores(structure: dict, ref: dict) -> dict:
     """h(r)-MAE, h(r) L1, RDF-MAE and partial RDF-MAEs of one structure against another."""
     return {
         "hr_mae": histogram_mae(structure["h"], ref["h"]),
@@ -142,7 +142,7 @@ def noise_floor(sets: list, ctx: Context, norm: str) -> dict | None:
     halves = _halves(sets)
     if halves is None:
         return None
-    return _scores(_structure(halves[0], ctx, norm), _structure(halves[1], ctx, norm))
+    return structure_scores(structure_of(halves[0], ctx, norm), structure_of(halves[1], ctx, norm))
 
 
 def within_noise(scores: dict, floor: dict | None) -> dict | None:
@@ -187,7 +187,7 @@ def reference(ctx: Context) -> dict:
         pbcs.append(tr.pbc)
     norm = normalization(sets)
     return {
-        "structure": _structure(sets, ctx, norm),
+        "structure": structure_of(sets, ctx, norm),
         "noise_floor": noise_floor(sets, ctx, norm),
         "tracked": _tracked(ctx, series, cells, pbcs),
         "temperature_mean_K": ctx.reference_temperature_K,
@@ -235,8 +235,8 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
                 "stability_time_mean_fs": float(np.mean(times)), "stability_time_min_fs": float(np.min(times)),
                 "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
                 "max_temperature_K": ctx.max_temperature_K}
-    structure = _structure(sets, ctx, ref.get("rdf_normalization", "bulk"))
-    scores = _scores(structure, ref)
+    structure = structure_of(sets, ctx, ref.get("rdf_normalization", "bulk"))
+    scores = structure_scores(structure, ref)
     return {
         "ensemble": o.ensemble,
         "temperature_K": ctx.temperature_K if thermostat else None,
