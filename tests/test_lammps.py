@@ -192,6 +192,28 @@ def test_lennard_jones_and_npt_match_lammps_lj_cut(lammps_ready, tmp_path) -> No
     assert np.abs(wrapped).max() < 1e-6
 
 
+def test_minimize_with_box_relax_matches_lammps_lj_cut(lammps_ready, tmp_path) -> None:
+    """Minimisation (energy and forces) with fix box/relax (the virial) ends where LAMMPS's own LJ does."""
+    from longmd.engines.lammps import open_lammps, run_lammps
+    from longmd.models.lj import LennardJones
+
+    data = _argon(tmp_path, a=5.4)
+    commands = ["units metal", "atom_style atomic", f"read_data {data}", "thermo 0",
+                "thermo_style custom step pe press vol", "fix relax all box/relax iso 0.0",
+                "minimize 0 0 30 300"]  # a fixed number of CG steps: paths from roundoff apart diverge later
+    ours = run_lammps(LennardJones(epsilon=0.0104, sigma=3.4, cutoff=8.5), commands, log=lambda _: None)
+    lmp = open_lammps()
+    try:
+        lmp.commands_list([*commands[:3], "pair_style lj/cut 8.5", "pair_coeff * * 0.0104 3.4",
+                           "pair_modify shift yes", *commands[3:]])
+        native = {k: lmp.get_thermo(k) for k in ("pe", "vol")}
+    finally:
+        lmp.close()
+    assert ours.thermo["Volume"] / (108 / 4 * 5.4**3) < 0.995  # it shrank the box
+    assert ours.thermo["PotEng"] == pytest.approx(native["pe"], rel=1e-8)
+    assert ours.thermo["Volume"] == pytest.approx(native["vol"], rel=1e-5)
+
+
 def test_cli_runs_the_example_input(lammps_ready, tmp_path, capsys) -> None:
     from longmd.models.egnn import egnn_potential
     from longmd.models.io import save_model
