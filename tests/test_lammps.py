@@ -54,7 +54,7 @@ def _start(tmp_path: Path):
     cell[1, 0], cell[2, 0], cell[2, 1] = 0.6, 0.3, -0.4  # lower triangular: LAMMPS's own form
     atoms.set_cell(cell, scale_atoms=True)
     atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    atoms.set_velocities(rng.normal(scale=0.01, size=(len(atoms), 3)))  # Å / ASE time (~ 300 K for C)
+    atoms.set_velocities(rng.normal(scale=0.02, size=(len(atoms), 3)))  # Å / ASE time (~ 1000 K for C)
     path = write_lammps_data(atoms, tmp_path / "start.data", ["H", "C"])
     return path, read(path, format="lammps-data", units="metal", atom_style="atomic")
 
@@ -64,7 +64,7 @@ def _egnn():
     from longmd.models.egnn import egnn_potential
 
     model = egnn_potential([1, 6], preset="small", hidden=16, n_rff=16, cutoff=4.0).double()
-    model.set_scale(0.5)
+    model.set_scale(1.0)  # forces up to about 0.35 eV/Å at the start
     return model.eval()
 
 
@@ -91,7 +91,7 @@ def test_nve_in_lammps_matches_longmd_integrator(lammps_ready, tmp_path) -> None
     assert np.abs(ours.positions - final.positions).max() < 1e-6
     assert np.abs(_min_image(ours.cell, ours.positions - final.positions)).max() < 1e-6
     assert ours.to_atoms().get_velocities() == pytest.approx(final.get_velocities(), abs=1e-6)
-    assert ours.energy == pytest.approx(float(theirs.state.energy[0]), abs=1e-8)
+    assert ours.energy == pytest.approx(float(theirs.state.energy[0]), abs=1e-7)  # ~ |F| x 1e-7 Å
     assert (tmp_path / "lmp" / "log.lammps").is_file() and (tmp_path / "lmp" / "summary.json").is_file()
 
 
