@@ -253,6 +253,10 @@ def test_clear_errors(lammps_ready, tmp_path) -> None:
     # The run stops at the first step after a failed callback, and the error is raised (not just printed).
     with pytest.raises(ValueError, match="atom type 1"):
         run_lammps(_egnn(), [*base[:3], "mass 1 3.5", "fix nve all nve", "run 100000"], **quiet)
+    from longmd.models.stride import HarmonicStride
+
+    with pytest.raises(ValueError, match="not a potential"):
+        run_lammps(HarmonicStride([1, 6], 1.0, 2.0), base, **quiet)
     assert run_lammps(_egnn(), base, elements=["H", "C"], **quiet).force_calls == 1
 
 

@@ -262,6 +262,7 @@ class LammpsForces:
 
         from longmd.dynamics.simulate import prepare_model
         from longmd.models.io import open_model
+        from longmd.models.stride import StridePredictor
 
         units = lmp.extract_global("units")
         if units != "metal":
@@ -271,6 +272,9 @@ class LammpsForces:
             raise RuntimeError("longmd drives LAMMPS on one MPI rank only")
         if isinstance(model, (str, Path)):
             model = open_model(str(model), device=device)
+        if isinstance(model, StridePredictor) or not getattr(model, "cutoff", None):
+            raise ValueError(f"{type(model).__name__} is not a potential with a cutoff: LAMMPS needs forces (a stride "
+                             "predictor advances the state itself and cannot drive LAMMPS)")
         self.model, self.dtype = prepare_model(model, device, dtype)
         self.device = torch.device(device)
         self.lmp, self.fix_id, self.elements, self.threads, self.log = lmp, fix_id, elements, threads, log
@@ -464,7 +468,8 @@ def run_lammps(model, source: str | Path | Sequence[str], elements: Sequence[str
                 wall = time.perf_counter() - t0
                 forces.check()
         state = final_state(lmp, forces.numbers_by_type)
-        thermo = {k: float(v) for k, v in (lmp.last_thermo() or {}).items() if isinstance(v, (int, float))}
+        last = getattr(lmp, "last_thermo", None)  # LAMMPS >= 2Aug2023
+        thermo = {k: float(v) for k, v in ((last() if last else None) or {}).items() if isinstance(v, (int, float))}
         result = LammpsResult(
             steps=int(lmp.extract_global("ntimestep") - first), timestep_fs=float(lmp.extract_global("dt")) * 1e3,
             wall_s=wall, force_calls=forces.calls, force_s=forces.seconds, energy=forces.energy,
