@@ -165,3 +165,28 @@ def test_total_rdf_is_concentration_weighted_sum_of_partials() -> None:
     c = {z: np.mean(numbers == z) for z in set(numbers.tolist())}
     total = sum((1 if a == b else 2) * c[a] * c[b] * g_ab for (a, b), g_ab in parts.items())
     np.testing.assert_allclose(total, g, atol=1e-12)
+
+
+def test_bonds_of_zinc_blende_count_four_heteropolar_and_no_homopolar_bonds():
+    from ase.build import bulk
+
+    from longmd.analysis.structure import bond_cutoff, bonds
+
+    atoms = bulk("SiC", "zincblende", a=4.36).repeat(2)
+    b = bonds(atoms.positions, atoms.numbers, atoms.cell.array, True)
+    assert b["Si-C"]["coordination"] == pytest.approx(4.0) and b["C-Si"]["coordination"] == pytest.approx(4.0)
+    assert b["Si-Si"]["coordination"] == 0.0 and b["C-C"]["coordination"] == 0.0
+    assert b["Si-C"]["min_distance_A"] == pytest.approx(4.36 * np.sqrt(3) / 4)
+    assert b["Si-Si"]["min_distance_A"] == pytest.approx(4.36 / np.sqrt(2))
+    assert b["C-Si"]["cutoff_A"] == pytest.approx(bond_cutoff(6, 14))
+
+
+def test_bonds_see_one_homopolar_pair_and_average_over_frames():
+    from longmd.analysis.structure import bonds
+
+    # two Se atoms 2.3 Å apart (bonded) and one Ge far away; in frame 2 the Se pair is pulled apart
+    frames = np.array([[[0, 0, 0], [2.3, 0, 0], [10, 10, 10]], [[0, 0, 0], [4.5, 0, 0], [10, 10, 10]]], float)
+    b = bonds(frames, np.array([34, 34, 32]), None, False)
+    assert b["Se-Se"]["coordination"] == pytest.approx(0.5)  # each Se has one Se neighbour in one of two frames
+    assert b["Se-Se"]["min_distance_A"] == pytest.approx(2.3)
+    assert b["Ge-Se"]["coordination"] == 0.0 and b["Ge-Se"]["min_distance_A"] is None

@@ -63,7 +63,7 @@ def test_threads_default_is_sized_by_the_system_and_idle_cpus(monkeypatch) -> No
         runtime.choose_threads(0)
 
 
-@pytest.mark.parametrize("command", ["train", "simulate", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["train", "simulate", "evaluate", "lammps", "demo"])
 def test_every_command_takes_threads(command, capsys) -> None:
     with pytest.raises(SystemExit):
         main([command, "--help"])

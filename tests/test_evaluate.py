@@ -68,6 +68,13 @@ def test_reference_through_the_adapter_scores_zero(trajectories, tmp_path) -> No
     # the runs replay the reference from frame 0: their final frames are the reference's final frames
     assert s["hr_mae"] < 1e-9 and s["rdf_mae"] < 1e-9
     assert lj["stability"]["hr_mae"] > 1e-3
+    # bonding per ordered species pair, reference first: the replayed runs' equal the reference's exactly
+    ref_bonds = m["reference"]["stability"]["structure"]["bonds"]
+    assert set(ref_bonds) == {"Cu-Cu", "Cu-Au", "Au-Cu", "Au-Au"} and ref_bonds["Cu-Au"]["coordination"] > 0
+    for key, b in s["structure"]["bonds"].items():  # rounding only (the runs' positions are float64 replays)
+        assert b["coordination"] == ref_bonds[key]["coordination"] and s["coordination_difference"][key] == 0.0
+        assert b["min_distance_A"] == pytest.approx(ref_bonds[key]["min_distance_A"], abs=1e-6)
+    assert "Bonds in the final frames" in (tmp_path / "report.md").read_text()
     assert ref["drift"]["source"] == "stability runs" and abs(ref["drift"]["drift_meV_per_atom_per_ps"]) < 1.0
     assert ref["speed"]["steps_per_s"] > 0 and ref["speed"]["replicas"] == 1
     files = {p.name for p in tmp_path.iterdir()}

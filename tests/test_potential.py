@@ -246,3 +246,28 @@ def test_an_unknown_term_option_is_named_with_its_term() -> None:
         build_model(cfg, [1])
     with pytest.raises(ConfigError, match=r"model.terms\[0\]: .*unknown preset 'huge'"):
         build_model(load_config(None, ["model.terms=[{name: egnn, preset: huge}]"]), [1])
+
+
+def test_a_frozen_term_that_adds_nothing_is_skipped_and_a_trainable_one_is_not(monkeypatch) -> None:
+    """A hierarchy's later terms start at zero: while frozen (earlier stages) they are not evaluated, which changes
+    nothing (exactly zero energy and forces); once trainable they run, so their gradients exist."""
+    model = build_potential([1, 6, 8], [{"name": "pair"}, {"name": "egnn", "preset": "small",
+                                                          "options": {"zero_readout": True}}]).double()
+    model.set_scale(0.7)
+    with torch.no_grad():
+        for p in model.term("pair").parameters():
+            p.normal_(0.0, 0.3)
+    assert model.term("egnn").adds_nothing() and not model.term("pair").adds_nothing()
+    graph = graph_of([random_periodic(6)], cutoff=5.0)
+    calls = []
+    egnn = model.term("egnn")
+    original = type(egnn).forward
+    monkeypatch.setattr(type(egnn), "forward", lambda self, *a: (calls.append(1), original(self, *a))[1])
+    trainable = predict(model, graph)
+    assert calls  # trainable: evaluated
+    egnn.requires_grad_(False)
+    calls.clear()
+    frozen = predict(model, graph)
+    assert not calls  # frozen and zero: skipped
+    assert torch.equal(frozen.energy, trainable.energy) and torch.equal(frozen.forces, trainable.forces)
+

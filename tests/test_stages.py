@@ -58,3 +58,15 @@ def test_stage_errors_name_the_key(emt_data, tmp_path) -> None:
     with pytest.raises(ConfigError, match="no energy term 'zbl'"):
         Trainer(tiny_training_config(emt_data, tmp_path / "y", "training.stages=[{name: a, train: [zbl]}]"),
                 log=lambda *_: None)
+
+
+def test_a_budget_that_ends_the_run_before_the_last_stage_saved_leaves_the_earlier_stage_best(emt_data, tmp_path):
+    """max_minutes runs out at the first stage boundary (6 ms: any epoch takes longer): best.pt is the first
+    stage's best model, and the log says so, instead of a best.pt that does not exist."""
+    lines: list[str] = []
+    result = Trainer(_config(emt_data, tmp_path / "run", "training.max_minutes=0.0001"), log=lines.append).run()
+    assert [r["stage"] for r in result.records] == ["force"]
+    best, first = tmp_path / "run" / "best.pt", tmp_path / "run" / "best_force.pt"
+    assert best.read_bytes() == first.read_bytes()
+    assert any("before the last stage (rollout) saved a best model" in line and "best_force.pt" in line
+               for line in lines)

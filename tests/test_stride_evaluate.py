@@ -46,8 +46,18 @@ def test_stride_predictor_evaluation_with_a_companion(trajectories, tmp_path):
         t = r["temperature"][ensemble]
         assert t["target_K"] == 600.0 and set(t["species_K"]) == {"Cu", "Au"}
     assert r["speed"]["s_per_ps_predictor"] > 0 and r["speed"]["speedup"] > 0
+    shape = r["structure"]  # Langevin: the predictor and two velocity-Verlet runs with the companion
+    assert shape["strides"] == 12 and shape["temperature_K"] == 600.0
+    assert shape["stopped"]["velocity_verlet_1"] is None and shape["stopped"]["velocity_verlet_2"] is None
+    assert shape["noise_floor"]["hr_mae"] > 0  # another thermostat seed: another sample of the same structure
+    for run in ("predictor", "velocity_verlet_1", "velocity_verlet_2"):
+        assert set(shape["msd"][run]) == {"Cu", "Au"} and abs(shape["msd"][run]["Cu"]["msd_A2"][0]) < 1e-12
+        assert shape["msd"][run]["Au"]["final_A2"] > 0
+    assert set(shape["msd_within_noise"]) == {"Cu", "Au"}
+    assert (tmp_path / "stride_rdf_flight.png").exists() and (tmp_path / "stride_msd_flight.png").exists()
     report = (tmp_path / "report.md").read_text()
     assert "## Stride predictors" in report and (tmp_path / "stride_errors_flight.png").exists()
+    assert "MSD at half the run" in report
     assert np.isfinite(dq).all()
 
 

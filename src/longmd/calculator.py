@@ -9,7 +9,6 @@ xy, eV/Å^3, ``(1/V) dE/dε``). The neighbour list is rebuilt at every call.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from longmd.data.graph import Graph
 from longmd.models.base import EnergyModel, predict
+from longmd.models.inference import inference_model
 from longmd.neighbors import batched_neighbor_list
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -72,10 +72,7 @@ class LongMDCalculator(Calculator):
             model = load_model(model, device=self.device)
         if not isinstance(model, EnergyModel):
             raise TypeError(f"LongMDCalculator needs an EnergyModel or a model path, got {type(model).__name__}")
-        tensors = [*model.parameters(), *model.buffers()]
-        if any(t.device != self.device or (t.is_floating_point() and t.dtype != self.dtype) for t in tensors):
-            model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype)
-        self.model = model.eval()
+        self.model = inference_model(model, self.device, self.dtype)[0]
 
     def calculate(self, atoms: Atoms | None = None, properties=None, system_changes=all_changes) -> None:
         properties = properties or ["energy"]

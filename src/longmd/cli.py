@@ -1,5 +1,5 @@
-"""The ``longmd`` command line: ``train``, ``simulate``, ``evaluate``, ``datagen``, ``analyze``, ``demo``, ``info``,
-``config``.
+"""The ``longmd`` command line: ``train``, ``simulate``, ``evaluate``, ``datagen``, ``analyze``, ``lammps``, ``demo``,
+``info``, ``config``.
 
 Heavy imports happen inside each command so ``longmd --help`` answers at once.
 """
@@ -370,8 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_subparser)
     from longmd.analyze_cli import add_analyze
     from longmd.datagen.cli import add_datagen
+    from longmd.lammps_cli import add_lammps
 
-    for add in (_add_train, _add_simulate, _add_evaluate, add_datagen, add_analyze, _add_demo, _add_info,
+    for add in (_add_train, _add_simulate, _add_evaluate, add_datagen, add_analyze, add_lammps, _add_demo, _add_info,
                 _add_config):
         add(sub)
     return parser

@@ -1,5 +1,5 @@
-"""Run directories of ``train``, ``simulate`` and ``evaluate``: an ``--out`` that holds an earlier run of the
-command is refused unless it is continued (``--resume``) or replaced (``--overwrite``, which deletes what that
+"""Run directories of ``train``, ``simulate``, ``evaluate`` and ``lammps``: an ``--out`` that holds an earlier run
+of the command is refused unless it is continued (``--resume``) or replaced (``--overwrite``, which deletes what that
 command writes there, and nothing else), so the files of two runs are never mixed."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ OWNED: dict[str, tuple[str, ...]] = {
     "simulate": ("summary.json", "thermo.csv", "checkpoint.pt", "traj_*.extxyz", "traj_*.traj", "stopped_*.extxyz",
                  "thermo.png"),
     "evaluate": ("metrics.json", "report.md", "runs", "*.png"),
+    "lammps": ("log.lammps", "summary.json"),
 }
-MARKERS = {"train": 3, "simulate": 3, "evaluate": 1}  # how many of the first patterns mark a run
+RESUMABLE = ("train", "simulate", "evaluate")  # the commands with --resume
+MARKERS = {"train": 3, "simulate": 3, "evaluate": 1, "lammps": 2}  # how many of the first patterns mark a run
 
 
 def _matches(out: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -34,8 +36,9 @@ def prepare_out(out: str | Path, command: str, resume: bool = False, overwrite: 
         earlier = _matches(out, patterns[: MARKERS[command]])
         if earlier:
             names = ", ".join(p.name for p in earlier)
-            raise ValueError(f"--out {out} holds an earlier {command} run ({names}): pass --resume to continue it "
-                             f"or --overwrite to replace it, or choose another --out")
+            resume_hint = "--resume to continue it or " if command in RESUMABLE else ""
+            raise ValueError(f"--out {out} holds an earlier {command} run ({names}): pass {resume_hint}"
+                             f"--overwrite to replace it, or choose another --out")
         return
     for path in _matches(out, patterns):
         if path.is_dir() and not path.is_symlink():

@@ -29,18 +29,31 @@ def add_datagen(sub) -> None:
                    help="single-threaded worker processes (default: the recipe's, 2 | 1 | 1)")
     p.add_argument("--seed", type=int, default=2026, help="seed of the recipe")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--temperatures", help="temperature range MIN,MAX in K, spread linearly over the trajectories "
+                   "(default: the recipe's: h2-pd6-graphene fixed, sic 1500,3500, gese2 1100,1800, stride-data "
+                   "300,600)")
     s = p.add_argument_group("stride-data")
     s.add_argument("--model", help="companion potential: longmd model file, mace:PATH or ase:module:Class "
                    "(e.g. ase:ase.calculators.emt:EMT; default: none, required by stride-data)")
     s.add_argument("--structure", default="al110", help="start structure: a file (last frame) or al110 (the "
                    "Al(110) slab of FlashMD's case study) (default: al110)")
     s.add_argument("--timestep-fs", type=float, default=1.0, help="NVE timestep, fs (default: %(default)s)")
-    s.add_argument("--temperatures", default="300,600",
-                   help="temperature range MIN,MAX in K, spread over the trajectories (default: %(default)s)")
     s.add_argument("--thermalise-fs", type=float, default=500.0, help="Langevin run before each trajectory, fs "
                    "(default: %(default)s)")
     s.add_argument("--device", default="cpu", help="torch device of the companion (default: %(default)s)")
     p.set_defaults(func=cmd_datagen)
+
+
+def temperature_range(text: str) -> tuple[float, float]:
+    """``"MIN,MAX"`` (or one value) in K -> (MIN, MAX), both > 0 (a ``ValueError`` naming the flag otherwise)."""
+    low, _, high = text.partition(",")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise ValueError(f"datagen --temperatures: expected MIN,MAX in K, got {text!r}") from None
+    if min(pair) <= 0 or pair[0] > pair[1]:
+        raise ValueError(f"datagen --temperatures: need 0 < MIN <= MAX, got {text!r}")
+    return pair
 
 
 def cmd_stride_data(args: argparse.Namespace) -> int:
@@ -49,9 +62,9 @@ def cmd_stride_data(args: argparse.Namespace) -> int:
 
     if not args.model:
         raise ValueError("datagen stride-data needs --model (the companion potential)")
-    low, _, high = args.temperatures.partition(",")
     protocol = StrideDataProtocol(n_trajectories=args.trajectories or 8, steps=(args.frames or 2001) - 1,
-                                  timestep_fs=args.timestep_fs, temperatures_K=(float(low), float(high or low)),
+                                  timestep_fs=args.timestep_fs,
+                                  temperatures_K=temperature_range(args.temperatures or "300,600"),
                                   thermalise_fs=args.thermalise_fs, seed=args.seed)
     if protocol.steps < 1 or protocol.n_trajectories < 1 or protocol.timestep_fs <= 0:
         raise ValueError("datagen stride-data: --frames >= 2, --trajectories >= 1 and --timestep-fs > 0")
@@ -71,12 +84,17 @@ def cmd_datagen(args: argparse.Namespace) -> int:
     changes = {key: value for key, value in (("n_trajectories", args.trajectories), ("n_frames", args.frames),
                                              ("workers", args.workers), ("seed", args.seed)) if value is not None}
     if args.name == "h2-pd6-graphene":
+        if args.temperatures:
+            raise ValueError("datagen h2-pd6-graphene: --temperatures does not apply (one temperature, the "
+                             "recipe's); it is for sic, gese2 and stride-data")
         from longmd.datagen.h2_pd6_graphene import Protocol, generate
 
         path = generate(Path(args.out), Protocol(**changes), progress=not args.no_progress)
     else:
         from longmd.datagen.bulk import generate, protocol_for
 
+        if args.temperatures:
+            changes["temperatures_K"] = temperature_range(args.temperatures)
         path = generate(Path(args.out), protocol_for(args.name, **changes), progress=not args.no_progress)
     print(f"dataset: {path}\nmetadata: {path.parent / (path.name.split('.')[0] + '.json')}")
     return 0

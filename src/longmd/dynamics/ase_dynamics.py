@@ -24,8 +24,8 @@ from torch import nn
 from longmd.dynamics.cores import ForceField, evaluator_for
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
-from longmd.dynamics.simulate import prepare_model
 from longmd.dynamics.state import MDState
+from longmd.models.inference import inference_model
 from longmd.models.io import open_model
 from longmd.models.stride import StridePredictor
 
@@ -112,5 +112,5 @@ def _open(model: nn.Module | str | Path, device: str, dtype: torch.dtype) -> nn.
     """A model object or file on ``device`` in ``dtype`` (the caller's model is never modified)."""
     if not isinstance(model, nn.Module):
         model = open_model(str(model), device=device)
-    return prepare_model(model, device, dtype)[0]
+    return inference_model(model, device, dtype)[0]
 

@@ -13,7 +13,6 @@ would have followed alone (NVE; thermostat draws differ). See ``docs/dynamics.md
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.data import chemical_symbols
-from torch import Tensor, nn
+from torch import nn
 
 from longmd.dynamics.cores import ForceField, evaluator_for
 from longmd.dynamics.failures import (
@@ -47,6 +46,7 @@ from longmd.dynamics.sim_monitor import Monitor, ReplicaStop, stop_record
 from longmd.dynamics.sim_outputs import Outputs, ThermoHistory
 from longmd.dynamics.state import MDState, maxwell_boltzmann_momenta
 from longmd.models.committee import SPREAD, Committee
+from longmd.models.inference import inference_model
 from longmd.progress import step_progress
 
 
@@ -113,25 +113,6 @@ def seed_streams(seed: int) -> tuple[int, int]:
     """Independent seeds (initial velocities, thermostat noise) spawned from ``numpy.random.SeedSequence(seed)``."""
     velocities, noise = (int(s.generate_state(1, np.uint64)[0]) for s in np.random.SeedSequence(seed).spawn(2))
     return velocities, noise
-
-
-def _fits(t: Tensor, device: torch.device, dtype: torch.dtype) -> bool:
-    same_device = t.device.type == device.type and device.index in (None, t.device.index)
-    return same_device and (not t.is_floating_point() or t.dtype == dtype)
-
-
-def prepare_model(model: nn.Module, device: str, dtype: torch.dtype | None) -> tuple[nn.Module, torch.dtype]:
-    """The model on ``device`` in ``dtype`` (default: its own, else float64), and that dtype.
-
-    The caller's model is returned when it fits already, else a cast copy: it is never modified.
-    """
-    tensors = [*model.parameters(), *model.buffers()]
-    if dtype is None:
-        dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float64)
-    target = torch.device(device)
-    if all(_fits(t, target, dtype) for t in tensors):
-        return model, dtype
-    return copy.deepcopy(model).to(device=target, dtype=dtype), dtype
 
 
 def _initial_state(
@@ -234,14 +215,14 @@ def simulate(
         raise ValueError(f"init_velocities must be auto | maxwell-boltzmann | given, got {init_velocities!r}")
     if resume and out_dir is None:
         raise ValueError("resume needs the out_dir of the run to continue")
-    model, dtype = prepare_model(model, device, dtype)
+    model, dtype = inference_model(model, device, dtype)
     velocity_seed, noise_seed = seed_streams(seed)
     # The replica check reads this Verlet list; a predictor without a neighbour list gets one of min_distance.
     neighbors = VerletNeighbors(model.cutoff or min_distance, skin, isolate_nonfinite=True)
     evaluator = evaluator_for(model, neighbors)
     companion = None
     if energy_model is not None:
-        energy_model, _ = prepare_model(energy_model, device, dtype)
+        energy_model, _ = inference_model(energy_model, device, dtype)
         companion = ForceField(energy_model, VerletNeighbors(energy_model.cutoff or 0.0, skin, isolate_nonfinite=True),
                                forces=False)
     integrator = build_integrator(evaluator, timestep_fs, ensemble, temperature_K, friction_per_fs, tau_fs,

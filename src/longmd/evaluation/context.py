@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +18,7 @@ from longmd.dynamics.state import MDState
 from longmd.evaluation.heldout import HeldOut, auto_track
 from longmd.evaluation.options import EvalOptions, TrackedPair
 from longmd.models.ase_adapter import ASECalculatorModel
+from longmd.models.inference import inference_model
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -71,18 +71,15 @@ class Context:
         return DTYPES[self.opts.dtype]
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """The model on the evaluation device in the evaluation dtype (a copy if it must change), eval mode."""
+        """The model on the evaluation device in the evaluation dtype, eval mode, its inference path
+        (:func:`~longmd.models.inference.inference_model`: a copy if anything must change)."""
         if isinstance(model, ASECalculatorModel):
             if model.pbc is None:
                 pbcs = {tuple(self.trajectories[t].pbc) for t in self.held.indices}
                 if len(pbcs) == 1:
                     model.pbc = np.array(pbcs.pop())
             return model.eval()
-        dtype = self.dtype(model)
-        tensors = [*model.parameters(), *model.buffers()]
-        if any(t.device != self.device or (t.is_floating_point() and t.dtype != dtype) for t in tensors):
-            model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
-        return model.eval()
+        return inference_model(model, self.device, self.dtype(model))[0]
 
     def state(self, starts: list[tuple[int, int]], dtype: torch.dtype) -> MDState:
         """Batched MD state (reference positions and momenta) of (trajectory, frame) starts."""

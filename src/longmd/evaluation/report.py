@@ -230,7 +230,25 @@ def _stability_section(metrics: dict) -> list[str]:
                       verdict, *[events(t) for t in s["tracked"]], *["—"] * (len(tracked) - len(s["tracked"]))])
     lines += _table(header, table)
     failures = [f"- {n}: {r['message']}" for n, s in rows for r in s["runs"] if not r["stable"]]
-    return lines + (["", *failures] if failures else [])
+    return lines + (["", *failures] if failures else []) + _bonds_table(structure, rows)
+
+
+def _bonds_table(reference: dict, rows: list[tuple[str, dict]]) -> list[str]:
+    """Coordination (and closest approach) per ordered species pair, reference first: homopolar bonds (Se-Se in
+    GeSe2) or fusing atoms show here."""
+    ref = reference.get("bonds") or {}
+    if not ref:
+        return []
+    cut = ", ".join(f"{k} {_f(b['cutoff_A'])}" for k, b in ref.items())
+    lines = ["", "Bonds in the final frames: mean number of B atoms bonded to an A atom (A-B), closest A-B distance "
+             f"in Å in brackets; bonded = closer than 1.2 x the covalent radii ({cut} Å).", ""]
+
+    def cell(b: dict | None) -> str:
+        return "—" if b is None else f"{b['coordination']:.2f} ({_f(b['min_distance_A'])})"
+
+    table = [["reference", *[cell(b) for b in ref.values()]]]
+    table += [[n, *[cell(((s.get("structure") or {}).get("bonds") or {}).get(k)) for k in ref]] for n, s in rows]
+    return lines + _table(["model", *ref], table)
 
 
 def _jaccard_section(metrics: dict) -> list[str]:

@@ -28,6 +28,19 @@ def stride_plots(name: str, slug: str, result: dict, out: Path) -> list[str]:
         files.append(f"stride_energy_{slug}.png")
         plot_xy(energy, out / files[1], f"{name}: NVE, companion's total energy", "time (fs)",
                 "E_tot - E_tot(0) (meV/atom)", hline=0.0)
+    shape = result.get("structure")
+    if shape:
+        labels = {"predictor": name, "velocity_verlet_1": "reference: velocity Verlet (companion)",
+                  "velocity_verlet_2": "velocity Verlet, another seed"}
+        key = "g" if shape["rdf_normalization"] == "bulk" else "h"
+        files.append(f"stride_rdf_{slug}.png")
+        plot_xy({labels[k]: (c["r"], c[key]) for k, c in shape["curves"].items()}, out / files[-1],
+                f"{name}: Langevin at {shape['temperature_K']:g} K, second half", "r (Å)",
+                "g(r)" if key == "g" else "h(r) (pairs per Å per atom)")
+        files.append(f"stride_msd_{slug}.png")
+        plot_xy({f"{labels[k]}, {z}": (m["lag_fs"], m["msd_A2"]) for k, per in shape["msd"].items()
+                 for z, m in per.items()}, out / files[-1], f"{name}: mean squared displacement (Langevin)",
+                "lag (fs)", "MSD (Å²)")
     return files
 
 
@@ -63,6 +76,23 @@ def stride_section(metrics: dict) -> list[str]:
              for n, r in rows for ensemble, t in r["temperature"].items()]
     lines += [""] + _table(["model", "thermostat", "target (K)", "species T (K)", "largest deviation (%)", "stopped"],
                            temps)
+    shapes = [(n, r["structure"]) for n, r in rows if r.get("structure")]
+    if shapes:
+        lines += ["", "Structure and motion, Langevin with both filters against velocity Verlet with the companion "
+                  "(same start, same simulated time; the floor: a second velocity-Verlet run with another noise seed). "
+                  "Plots: `stride_rdf_*.png`, `stride_msd_*.png`.", ""]
+        table = []
+        for n, x in shapes:
+            species = list(x["msd"]["predictor"])
+            for label, sc in (("predictor", x["scores"]), ("velocity Verlet, other seed (floor)", x["noise_floor"])):
+                key = "predictor" if label == "predictor" else "velocity_verlet_2"
+                table.append([n, label, _f(sc["hr_mae"]), _f(sc["rdf_mae"]),
+                              ", ".join(f"{z} {_f(x['msd'][key][z]['final_A2'])}" for z in species),
+                              "—" if key != "predictor" else ", ".join(k for k, v in (x["within_noise"] or {}).items()
+                                                                        if v) or "none"])
+            table.append([n, "velocity Verlet (reference)", "0", "0", ", ".join(
+                f"{z} {_f(x['msd']['velocity_verlet_1'][z]['final_A2'])}" for z in species), "—"])
+        lines += _table(["model", "run", "h(r)-MAE", "RDF-MAE", "MSD at half the run (Å²)", "within noise"], table)
     speeds = [[n, _f(r["speed"]["s_per_ps_predictor"]), _f(r["speed"]["s_per_ps_velocity_verlet"]),
                _f(r["speed"]["speedup"])] for n, r in rows if r.get("speed")]
     if speeds:

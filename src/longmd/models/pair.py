@@ -53,6 +53,10 @@ class GroupMLPs(nn.Module):
             nn.init.zeros_(net[-1].weight)
             nn.init.zeros_(net[-1].bias)
 
+    def all_zero(self) -> bool:
+        """Whether every MLP's output layer is zero (each outputs exactly 0)."""
+        return all(not net[-1].weight.any() and not net[-1].bias.any() for net in self.nets)
+
     def forward(self, x: Tensor, group: Tensor) -> Tensor:
         order = torch.argsort(group, stable=True)
         sizes = torch.bincount(group, minlength=len(self.nets)).tolist()  # the host read
@@ -93,6 +97,9 @@ class PairTerm(EnergyTerm):
 
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self._hp)
+
+    def adds_nothing(self) -> bool:
+        return self.mlps.all_zero()
 
     def features(self, r: Tensor) -> Tensor:
         """(M, 1) MLP input of distances r (Å)."""

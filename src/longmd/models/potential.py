@@ -78,12 +78,20 @@ class Potential(EnergyModel):
             lines.append(f"  {name}: {term.summary()} [{'scaled' if term.scaled else 'eV'}], {count}")
         return "\n".join(lines)
 
+    @staticmethod
+    def _skippable(term: EnergyTerm) -> bool:
+        """A frozen term that adds exactly nothing (an earlier stage of a hierarchy, whose later terms start at
+        zero) costs nothing: skipped. Trainable terms always run, so their gradients exist."""
+        return not any(p.requires_grad for p in term.parameters()) and term.adds_nothing()
+
     def forward(self, graph: Graph) -> Tensor:
         index = self.reference.index(graph.numbers)
         cut: dict[float, Graph] = {}  # terms sharing a cutoff share the cut graph
         scaled: Tensor | None = None
         unscaled: Tensor | None = None
         for term in self.terms.values():
+            if self._skippable(term):
+                continue
             if term.cutoff not in cut:
                 cut[term.cutoff] = graph.within(term.cutoff)
             e = term(cut[term.cutoff], index)
@@ -91,6 +99,8 @@ class Potential(EnergyModel):
                 scaled = e if scaled is None else scaled + e
             else:
                 unscaled = e if unscaled is None else unscaled + e
+        if scaled is None and unscaled is None:  # every term skipped: the reference energies alone
+            scaled = torch.zeros_like(graph.positions[:, 0])
         if scaled is None:
             scaled = torch.zeros_like(unscaled)
         return self.reference(scaled, index, graph.system, graph.n_systems, unscaled=unscaled)

@@ -40,6 +40,11 @@ class EnergyTerm(nn.Module):
         """The term for a Potential of ``species`` (sorted); terms that need the species list override this."""
         return cls(**hyperparameters)
 
+    def adds_nothing(self) -> bool:
+        """True when the term's energy is exactly zero for every input (e.g. an output layer still at zero), so a
+        frozen one can be skipped; terms that cannot tell answer False."""
+        return False
+
     def summary(self) -> str:
         """One line: the hyper-parameters."""
         hp = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())

@@ -55,6 +55,9 @@ class TripletTerm(EnergyTerm):
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> TripletTerm:
         return cls(len(species), **hyperparameters)
 
+    def adds_nothing(self) -> bool:
+        return self.mlps.all_zero()
+
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self._hp)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,10 +385,24 @@ class Trainer:
             atomic_write_text(self.out / "summary.md", f"# Training summary\n\n{table}\n")
         best_path = self.out / "best.pt"
         self.log("\n" + table)
+        if self.main and not best_path.exists():
+            self._best_of_earlier_stage(best_path)
         self.log(f"best model: {best_path} (S={self.best['S']}, {self._metric} {self.best['val_mepa']:.4f})")
         if plot:
             self.log(f"learning curve: {plot}")
         return TrainResult(self.out, best_path, self.best["val_mepa"], self.best["S"], self.epoch, records)
+
+    def _best_of_earlier_stage(self, best_path: Path) -> None:
+        """A run stopped (a cap, a budget) in a stage before that stage improved on anything: ``best.pt`` becomes
+        the best model of the latest stage that has one, said in the log, so a finished run always has one."""
+        for stage in reversed(self.stages[: self.stage_index + 1]):
+            earlier = self.out / f"best_{stage.name}.pt"
+            if len(self.stages) > 1 and earlier.exists():
+                shutil.copyfile(earlier, best_path)
+                self.log(f"warning: stopped in stage {self.stage.name} before the last stage ({self.stages[-1].name}) "
+                         f"saved a best model: {best_path.name} is {earlier.name}, stage {stage.name}'s")
+                return
+        self.log(f"warning: no best model was saved (no epoch finished); {best_path.name} does not exist")
 
     def _provenance(self, s: int, val: float) -> dict:
         return {"S": s, "epoch": self.epoch, "val_mepa": val, "config": self.cfg.to_dict(), "mode": self.t.mode,

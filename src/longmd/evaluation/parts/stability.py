@@ -19,6 +19,7 @@ from torch import nn
 from longmd.analysis.drift import energy_drift, max_energy_deviation
 from longmd.analysis.stability import count_events, tracked_distances
 from longmd.analysis.structure import (
+    bonds,
     distance_histogram,
     histogram_l1,
     histogram_mae,
@@ -69,7 +70,7 @@ def normalization(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return "bulk" if all(is_bulk(pos, cell, pbc) for pos, _, cell, pbc in sets) else "pair_density"
 
 
-def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context, norm: str) -> dict:
+def structure_of(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ctx: Context, norm: str) -> dict:
     """h(r), g(r) and partial g_ab(r) (or the pair densities n(r), by ``norm``) averaged over (positions (T, N, 3),
     numbers, cell, pbc) sets, by frames."""
     o = ctx.opts
@@ -78,7 +79,14 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     h = g = None
     partial: dict[str, np.ndarray] = {}
     skipped: dict[str, int] = {}
+    bonding: dict[str, dict] = {}
     for w, (pos, numbers, cell, pbc) in zip(weights, sets):
+        for key, b in bonds(pos, numbers, cell, pbc).items():
+            into = bonding.setdefault(key, {"coordination": 0.0, "min_distance_A": None, "cutoff_A": b["cutoff_A"]})
+            into["coordination"] += w * b["coordination"]
+            if b["min_distance_A"] is not None:
+                old = into["min_distance_A"]
+                into["min_distance_A"] = b["min_distance_A"] if old is None else min(old, b["min_distance_A"])
         r, hk = distance_histogram(pos, cell, pbc, o.r_max, o.n_bins)
         _, gk = rdf(pos, cell, pbc, o.r_max, o.n_bins, normalization=norm)
         _, parts = partial_rdfs(pos, numbers, cell, pbc, o.r_max, o.n_bins, normalization=norm)
@@ -92,7 +100,7 @@ def _structure(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
                 continue
             partial[key] = partial.get(key, 0.0) + w * v
     return {"r": r.tolist(), "h": h.tolist(), "g": g.tolist(), "partial": {k: v.tolist() for k, v in partial.items()},
-            "partial_skipped": skipped, "rdf_normalization": norm}
+            "partial_skipped": skipped, "rdf_normalization": norm, "bonds": bonding}
 
 
 MIN_PAIRS = 3
@@ -106,7 +114,7 @@ def pair_count(numbers: np.ndarray, a: int, b: int) -> int:
     return n_a * (n_a - 1) // 2 if a == b else n_a * n_b
 
 
-def _scores(structure: dict, ref: dict) -> dict:
+def structure_scores(structure: dict, ref: dict) -> dict:
     """h(r)-MAE, h(r) L1, RDF-MAE and partial RDF-MAEs of one structure against another."""
     return {
         "hr_mae": histogram_mae(structure["h"], ref["h"]),
@@ -114,6 +122,8 @@ def _scores(structure: dict, ref: dict) -> dict:
         "rdf_mae": rdf_mae(structure["g"], ref["g"]),
         "rdf_mae_partial": {k: rdf_mae(v, ref["partial"][k]) for k, v in structure["partial"].items()
                             if k in ref["partial"]},
+        "coordination_difference": {k: b["coordination"] - ref["bonds"][k]["coordination"]
+                                    for k, b in structure.get("bonds", {}).items() if k in ref.get("bonds", {})},
     }
 
 
@@ -132,7 +142,7 @@ def noise_floor(sets: list, ctx: Context, norm: str) -> dict | None:
     halves = _halves(sets)
     if halves is None:
         return None
-    return _scores(_structure(halves[0], ctx, norm), _structure(halves[1], ctx, norm))
+    return structure_scores(structure_of(halves[0], ctx, norm), structure_of(halves[1], ctx, norm))
 
 
 def within_noise(scores: dict, floor: dict | None) -> dict | None:
@@ -177,7 +187,7 @@ def reference(ctx: Context) -> dict:
         pbcs.append(tr.pbc)
     norm = normalization(sets)
     return {
-        "structure": _structure(sets, ctx, norm),
+        "structure": structure_of(sets, ctx, norm),
         "noise_floor": noise_floor(sets, ctx, norm),
         "tracked": _tracked(ctx, series, cells, pbcs),
         "temperature_mean_K": ctx.reference_temperature_K,
@@ -225,8 +235,8 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
                 "stability_time_mean_fs": float(np.mean(times)), "stability_time_min_fs": float(np.min(times)),
                 "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
                 "max_temperature_K": ctx.max_temperature_K}
-    structure = _structure(sets, ctx, ref.get("rdf_normalization", "bulk"))
-    scores = _scores(structure, ref)
+    structure = structure_of(sets, ctx, ref.get("rdf_normalization", "bulk"))
+    scores = structure_scores(structure, ref)
     return {
         "ensemble": o.ensemble,
         "temperature_K": ctx.temperature_K if thermostat else None,

@@ -7,6 +7,9 @@
   against time (drift, largest deviation) and when and why a run stopped;
 - ``temperature``: Langevin and SVR around the learned stride: the mean temperature of every species against the
   target (equipartition; FlashMD's Table 1);
+- ``structure``: Langevin runs of the learned stride (both filters) and two independent velocity-Verlet runs with
+  the companion at the reference timestep, from the same start, sampled every stride: h(r), RDF and per-species
+  MSD of the predictor against the first velocity-Verlet run, with the second's scores as the noise floor;
 - ``speed``: wall time per simulated ps against velocity Verlet with the companion at the reference timestep.
 
 Without a companion (``EvalOptions.companion``) only the errors and the thermostatted runs are measured.
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from longmd.analysis.rollout_test import rollout_errors
+from longmd.analysis.transport import msd
 from longmd.data.strides import subsampled
 from longmd.data.windows import Window
 from longmd.dynamics.cores import ForceField, evaluator_for
@@ -30,6 +34,14 @@ from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout
 from longmd.evaluation.context import Context, symbol
+from longmd.evaluation.parts.stability import (
+    FLOOR_FACTOR,
+    normalization,
+    structure_of,
+    structure_scores,
+    thin,
+    within_noise,
+)
 from longmd.models.stride import StridePredictor
 from longmd.training.stride_setup import stride_frames
 
@@ -40,6 +52,7 @@ def run(ctx: Context, name: str, model: StridePredictor, entry: dict, companion:
     if companion is not None:
         out["energy"] = {label: energy_run(ctx, model, companion, filters)
                          for label, filters in (("filtered", ["com", "energy"]), ("unfiltered", ["com"]))}
+        out["structure"] = structure(ctx, model, companion, k)
         out["speed"] = speed(ctx, model, companion)
     out["temperature"] = {ensemble: thermostat_run(ctx, model, companion, ensemble) for ensemble in ("langevin", "svr")}
     return out
@@ -144,6 +157,73 @@ def thermostat_run(ctx: Context, model: StridePredictor, companion: nn.Module | 
     return {"target_K": target, "filters": filters, "stopped": stop, "samples": len(samples),
             "species_K": {symbol(z): float(t) for z, t in zip(species, means, strict=True)},
             "largest_deviation_percent": float(np.nanmax(np.abs(means / target - 1.0)) * 100.0) if samples else None}
+
+
+def _sampled_run(propagator, state, steps: int, every: int, limits: Limits, com_removed: bool) -> dict:
+    """Positions (T, N, 3) every ``every`` steps of one replica's run, and when and why it stopped (None: stable)."""
+    frames, stop = [], None
+
+    def on_step(step: int, s) -> bool:
+        nonlocal stop
+        code = int(check_replicas(s, limits, com_removed=com_removed)[0, 0])
+        if code:
+            stop = {"step": step, "reason": REASONS[code]}
+            return False
+        if step % every == 0:
+            frames.append(s.positions.detach().cpu().double().numpy())
+        return True
+
+    with torch.no_grad():
+        rollout(propagator, state, steps, store=False, on_step=on_step)
+    return {"positions": np.stack(frames), "stopped": stop}
+
+
+def _msd_per_species(positions: np.ndarray, numbers: np.ndarray, stride_fs: float) -> dict:
+    """MSD (Å²) per species against lag (all time origins, lags up to half the run)."""
+    out = {}
+    for z in sorted({int(x) for x in numbers}):
+        t, m = msd(positions, stride_fs, atoms=numbers == z, max_lag=max(1, len(positions) // 2))
+        out[symbol(z)] = {"lag_fs": thin(t), "msd_A2": thin(m), "final_A2": float(m[-1])}
+    return out
+
+
+def structure(ctx: Context, model: StridePredictor, companion: nn.Module, k: int) -> dict:
+    """h(r), RDF and MSD of Langevin runs over ``stride_run_strides`` strides: the predictor (com + energy filters)
+    against velocity Verlet with the companion; a second velocity-Verlet run (another noise seed) is the floor."""
+    o = ctx.opts
+    start, dtype = [ctx.run_starts[0]], ctx.dtype(model)
+    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
+    learned, _ = _integrator(ctx, model, companion, ["com", "energy"], "langevin")
+    runs = {"predictor": _sampled_run(learned, ctx.state(start, dtype), o.stride_run_strides, 1, limits, False)}
+    for r in (1, 2):
+        vv = build_integrator(ForceField(companion, VerletNeighbors(companion.cutoff, o.skin, isolate_nonfinite=True)),
+                              ctx.timestep_fs, "langevin", ctx.temperature_K, o.friction_per_fs, o.tau_fs,
+                              seed=o.seed + r, device=ctx.device)
+        runs[f"velocity_verlet_{r}"] = _sampled_run(vv, ctx.state(start, dtype), o.stride_run_strides * k, k, limits,
+                                                    False)
+    t, f = start[0]
+    tr = ctx.trajectories[t]
+    stride_fs = float(model.timestep_fs)
+    sets = {label: [(run["positions"][len(run["positions"]) // 2:], tr.numbers, tr.cell[f], tr.pbc)]
+            for label, run in runs.items()}
+    norm = normalization(sets["velocity_verlet_1"])
+    shapes = {label: structure_of(x, ctx, norm) for label, x in sets.items()}
+    reference = shapes["velocity_verlet_1"]
+    scores = {label: structure_scores(shapes[label], reference) for label in ("predictor", "velocity_verlet_2")}
+    motion = {label: _msd_per_species(run["positions"], tr.numbers, stride_fs) for label, run in runs.items()}
+    msd_ok = {z: bool(abs(m["final_A2"] - motion["velocity_verlet_1"][z]["final_A2"])
+                      <= FLOOR_FACTOR * abs(motion["velocity_verlet_2"][z]["final_A2"]
+                                            - motion["velocity_verlet_1"][z]["final_A2"]))
+              for z, m in motion["predictor"].items()}
+    return {
+        "temperature_K": ctx.temperature_K, "strides": o.stride_run_strides, "stride_fs": stride_fs,
+        "stopped": {label: run["stopped"] for label, run in runs.items()},
+        "scores": scores["predictor"], "noise_floor": scores["velocity_verlet_2"],
+        "within_noise": within_noise(scores["predictor"], scores["velocity_verlet_2"]),
+        "msd": motion, "msd_within_noise": msd_ok,
+        "curves": {label: {"r": x["r"], "h": x["h"], "g": x["g"]} for label, x in shapes.items()},
+        "rdf_normalization": norm,
+    }
 
 
 def seconds_per_ps(propagator, state, steps: int) -> float:

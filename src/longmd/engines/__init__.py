@@ -1,0 +1,1 @@
+"""Bridges that let other MD engines run with longmd potentials (today: LAMMPS, :mod:`longmd.engines.lammps`)."""
