@@ -167,3 +167,28 @@ def test_a_format_1_mace_file_loads_as_a_potential(tmp_path) -> None:
     assert isinstance(loaded, Potential) and loaded.term_names == ["mace"]
     graph = _graph(_systems()[:1], model.cutoff)
     assert torch.equal(predict(model.eval(), graph).energy, predict(loaded, graph).energy)
+
+
+def test_a_zero_readout_mace_term_adds_nothing_until_trained_and_then_learns() -> None:
+    """For the last stage of a hierarchy (pair -> triplet -> MACE): the fresh term's energy and forces are exactly
+    zero, it is skipped while frozen, and its gradients are not zero, so training moves it."""
+    from longmd.models.registry import build_potential
+
+    terms = [{"name": "pair", "options": {"cutoff": 3.0}},
+             {"name": "mace", "preset": "small", "options": {"r_max": 4.0, "zero_readout": True}}]
+    model = build_potential(SPECIES, terms).double()
+    model.set_scale(0.5)
+    with torch.no_grad():
+        for p in model.term("pair").parameters():
+            p.normal_(0.0, 0.3)
+    mace = model.term("mace")
+    assert mace.adds_nothing() and mace.hyperparameters()["zero_readout"] is True
+    graph = _graph(_systems(), 4.0)
+    pair_only = build_potential(SPECIES, terms[:1]).double()
+    pair_only.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("terms.mace.")})
+    a, b = predict(model, graph), predict(pair_only, graph)
+    torch.testing.assert_close(a.energy, b.energy, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a.forces, b.forces, rtol=0, atol=1e-12)
+    energy = model(graph).sum()
+    grads = torch.autograd.grad(energy, [p for p in mace.parameters() if p.requires_grad], allow_unused=True)
+    assert any(g is not None and float(g.abs().max()) > 0 for g in grads)

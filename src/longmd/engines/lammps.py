@@ -260,7 +260,7 @@ class LammpsForces:
                  log: Callable[[str], None] = print) -> None:
         import torch
 
-        from longmd.dynamics.simulate import prepare_model
+        from longmd.models.inference import inference_model
         from longmd.models.io import open_model
         from longmd.models.stride import StridePredictor
 
@@ -275,7 +275,7 @@ class LammpsForces:
         if isinstance(model, StridePredictor) or not getattr(model, "cutoff", None):
             raise ValueError(f"{type(model).__name__} is not a potential with a cutoff: LAMMPS needs forces (a stride "
                              "predictor advances the state itself and cannot drive LAMMPS)")
-        self.model, self.dtype = prepare_model(model, device, dtype)
+        self.model, self.dtype = inference_model(model, device, dtype)
         self.device = torch.device(device)
         self.lmp, self.fix_id, self.elements, self.threads, self.log = lmp, fix_id, elements, threads, log
         species = getattr(self.model, "species", None)

@@ -75,14 +75,27 @@ class MACETerm(EnergyTerm):
 
     def __init__(self, species: list[int], channels: int = 32, max_L: int = 1, r_max: float = 5.0,
                  avg_num_neighbors: float = 20.0, num_interactions: int = 2, correlation: int = 3,
-                 max_ell: int = 3) -> None:
+                 max_ell: int = 3, zero_readout: bool = False) -> None:
         super().__init__()
         self.n_species = len(species)
         self._hp = {"channels": int(channels), "max_L": int(max_L), "r_max": float(r_max),
                     "avg_num_neighbors": float(avg_num_neighbors), "num_interactions": int(num_interactions),
                     "correlation": int(correlation), "max_ell": int(max_ell)}
         self.module = _mace_module(sorted(int(z) for z in species), **self._hp)
+        self._hp["zero_readout"] = bool(zero_readout)
+        if zero_readout:  # every readout's last linear layer at zero: the term adds exactly nothing until trained
+            with torch.no_grad():
+                for layer in self._last_readout_layers():
+                    layer.weight.zero_()
         self.cutoff = float(r_max)
+
+    def _last_readout_layers(self) -> list[nn.Module]:
+        """The last linear layer of each of MACE's readouts (``linear`` or ``linear_2``), whose outputs sum to the
+        node energy."""
+        return [getattr(r, "linear_2", None) or r.linear for r in self.module.readouts]
+
+    def adds_nothing(self) -> bool:
+        return all(not layer.weight.any() for layer in self._last_readout_layers())
 
     @classmethod
     def build(cls, species: list[int], **hyperparameters: Any) -> MACETerm:
