@@ -335,13 +335,13 @@ def test_partial_rdfs_of_pairs_with_too_few_atom_pairs_are_skipped_and_listed() 
     """Two Kr atoms make one Kr-Kr distance per frame: no structure, so its g(r) is skipped and named."""
     from types import SimpleNamespace
 
-    from longmd.evaluation.parts.stability import _structure, pair_count
+    from longmd.evaluation.parts.stability import pair_count, structure_of
 
     rng = np.random.default_rng(0)
     numbers = np.array([18] * 10 + [36] * 2)
     positions = rng.uniform(0, 8, size=(5, 12, 3))
     ctx = SimpleNamespace(opts=SimpleNamespace(r_max=4.0, n_bins=40))
-    structure = _structure([(positions, numbers, np.eye(3) * 8.0, np.array([True] * 3))], ctx, "bulk")
+    structure = structure_of([(positions, numbers, np.eye(3) * 8.0, np.array([True] * 3))], ctx, "bulk")
     assert structure["partial_skipped"] == {"Kr-Kr": 1}
     assert set(structure["partial"]) == {"Ar-Ar", "Ar-Kr"}
     assert pair_count(numbers, 18, 18) == 45 and pair_count(numbers, 18, 36) == 20
