@@ -35,7 +35,9 @@ from longmd.dynamics.rollout import rollout
 from longmd.dynamics.state import MDState
 from longmd.examples import resolve
 from longmd.io.read import read_trajectories
+from longmd.models import inference
 from longmd.models.egnn import egnn_potential
+from longmd.models.inference import inference_model
 from longmd.training.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs"
@@ -74,7 +76,7 @@ def _ase_rate(calculator, atoms, steps: int, timestep_fs: float) -> float:
 def _md_models(args, species, device):
     """(name, model, ASE calculator of the same network) for each EGNN preset and each MACE size asked for."""
     for preset in args.presets:
-        model = egnn_potential(species, preset=preset).to(device=device, dtype=torch.float32).eval()
+        model, _ = inference_model(egnn_potential(species, preset=preset), device, torch.float32)  # as simulate
         yield f"egnn-{preset}", model, LongMDCalculator(model, device=str(device), dtype="float32")
     if args.mace_channels:
         from mace.calculators import MACECalculator
@@ -225,9 +227,13 @@ def main(argv=None) -> None:
                         "(mace_run_train defaults otherwise, max_L 1, random weights; needs mace-torch)")
     parser.add_argument("--mace-r-max", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--exact-path", action="store_true",
+                        help="no inference tables (the training path's model), to measure what they gain")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.exact_path:
+        inference.TABULATE_MIN_FEATURES = 10**9  # nothing is worth tabulating: the exact path everywhere
     args.presets = args.presets.split(",")
     args.replicas = [int(r) for r in args.replicas.split(",")]
     args.configs = args.configs.split(",")

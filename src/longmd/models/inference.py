@@ -17,8 +17,8 @@ from longmd.models.potential import Potential
 
 TABULATE_MIN_FEATURES = 128
 """EGNN terms with at least this many Fourier features per layer (2 n_rff) get tables: there the (2 n_rff x
-hidden) product per edge dominates (the paper's 512: ~1.5-2x faster forces on CPU, measured); the small preset's 64
-features cost about what the table's gather does."""
+hidden) product per edge dominates (the paper's 512: batched MD 1.6-2.9x faster on CPU for 1-32 replicas,
+``benchmarks/inference_tables.py``); the small preset's 64 features cost about what the table does (0.9x)."""
 
 
 def _fits(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> bool:

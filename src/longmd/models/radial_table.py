@@ -1,8 +1,9 @@
 """A smooth vector function of one distance, tabulated: quintic Hermite interpolation on a uniform grid.
 
 Used at inference for the distance-only block of the EGNN's first message layer, ``f(d) = W [sin(d w), cos(d w)]
-+ b`` (2 n_rff features -> hidden): per edge, one gather of six coefficient rows and their sum weighted by
-1, t, ..., t^5 replace the sines, cosines and the (E, 2 n_rff) x (2 n_rff, hidden) product. On each interval
++ b`` (2 n_rff features -> hidden): per edge, the sum of six coefficient rows weighted by 1, t, ..., t^5
+(one fused ``embedding_bag``) replaces the sines, cosines and the (E, 2 n_rff) x (2 n_rff, hidden) product.
+On each interval
 [d_k, d_k+1] the table holds the quintic that matches f, f' and f'' at both ends (all three exact, from the closed
 form), so value and first derivative (the forces) are continuous and the error falls as h^6: 2048 points over 5 Å
 with frequencies of sigma = 4 rad/Å leave ~1e-12 of the derivative's RMS (measured; tests hold forces to 1e-10
@@ -37,6 +38,7 @@ class RadialTable(nn.Module):
         super().__init__()
         self.register_buffer("coefficients", coefficients, persistent=False)  # (K, 6, H): rows t^0..t^5
         self.register_buffer("exponents", torch.arange(6, dtype=coefficients.dtype), persistent=False)
+        self.register_buffer("offsets", torch.arange(6), persistent=False)
         self.r_max = float(r_max)
         self.intervals = int(coefficients.shape[0])
 
@@ -53,4 +55,7 @@ class RadialTable(nn.Module):
         index = x.detach().floor().clamp(0, self.intervals - 1).long()
         t = x - index.to(x.dtype)
         powers = t[:, None] ** self.exponents  # (M, 6): 1, t, ..., t^5
-        return torch.bmm(powers[:, None, :], self.coefficients[index]).squeeze(1)
+        rows = index[:, None] * 6 + self.offsets  # (M, 6) rows of the flat table
+        # the weighted sum of each edge's six rows in one fused kernel (no (M, 6, H) copy), differentiable in t
+        return nn.functional.embedding_bag(rows, self.coefficients.flatten(0, 1), per_sample_weights=powers,
+                                           mode="sum")
