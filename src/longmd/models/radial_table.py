@@ -3,11 +3,10 @@
 Used at inference for the distance-only block of the EGNN's first message layer, ``f(d) = W [sin(d w), cos(d w)]
 + b`` (2 n_rff features -> hidden): per edge, the sum of six coefficient rows weighted by 1, t, ..., t^5
 (one fused ``embedding_bag``) replaces the sines, cosines and the (E, 2 n_rff) x (2 n_rff, hidden) product.
-On each interval
-[d_k, d_k+1] the table holds the quintic that matches f, f' and f'' at both ends (all three exact, from the closed
-form), so value and first derivative (the forces) are continuous and the error falls as h^6: 2048 points over 5 Å
-with frequencies of sigma = 4 rad/Å leave ~1e-12 of the derivative's RMS (measured; tests hold forces to 1e-10
-in float64).
+On each interval [d_k, d_k+1] the table holds the quintic that matches f, f' and f'' at both ends (all three exact,
+from the closed form), so value and first derivative (the forces) are continuous and the error falls as h^6: 2048
+points over 5 Å with frequencies of sigma = 4 rad/Å leave ~1e-12 of the derivative's RMS (measured; tests hold
+forces to 1e-10 in float64).
 """
 
 from __future__ import annotations
