@@ -154,9 +154,6 @@ class EGNNTerm(EnergyTerm):
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> EGNNTerm:
         return cls(len(species), **hyperparameters)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self._hp)
-
     def summary(self) -> str:
         hp = self._hp
         return (

@@ -101,9 +101,6 @@ class MACETerm(EnergyTerm):
     def build(cls, species: list[int], **hyperparameters: Any) -> MACETerm:
         return cls(list(species), **hyperparameters)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self._hp)
-
     def forward(self, graph: Graph, species_index: Tensor) -> Tensor:
         data = _mace_inputs(graph, species_index, self.n_species)
         out = self.module(data, training=self.training, compute_force=False)

@@ -95,9 +95,6 @@ class PairTerm(EnergyTerm):
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> PairTerm:
         return cls(len(species), **hyperparameters)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self._hp)
-
     def adds_nothing(self) -> bool:
         return self.mlps.all_zero()
 

@@ -119,9 +119,6 @@ class SchnetpackTerm(EnergyTerm):
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> SchnetpackTerm:
         return cls(len(species), **hyperparameters)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self._hp)
-
     def forward(self, graph: Graph, species_index: Tensor) -> Tensor:
         z, rij, idx_i, idx_j = self._keys
         inputs = {

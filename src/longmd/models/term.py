@@ -33,7 +33,11 @@ class EnergyTerm(nn.Module):
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, Any]:
-        raise NotImplementedError(f"{type(self).__name__} does not define hyperparameters()")
+        """A copy of the keyword arguments the term stored as ``_hp`` when built (terms that keep none override)."""
+        hp = getattr(self, "_hp", None)
+        if hp is None:
+            raise NotImplementedError(f"{type(self).__name__} does not define hyperparameters()")
+        return dict(hp)
 
     @classmethod
     def build(cls, species: Sequence[int], **hyperparameters: Any) -> EnergyTerm:

@@ -58,9 +58,6 @@ class TripletTerm(EnergyTerm):
     def adds_nothing(self) -> bool:
         return self.mlps.all_zero()
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self._hp)
-
     def triplet_energy(self, v_ij: Tensor, v_ik: Tensor, c: Tensor, a: Tensor, b: Tensor) -> Tensor:
         """psi u u (O(1)) of triplets with bond vectors v_ij, v_ik (M, 3) Å from centres of species index c to
         neighbours of species indices a, b; 0 when either bond reaches the cutoff."""

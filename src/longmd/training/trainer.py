@@ -395,9 +395,9 @@ class Trainer:
     def _best_of_earlier_stage(self, best_path: Path) -> None:
         """A run stopped (a cap, a budget) in a stage before that stage improved on anything: ``best.pt`` becomes
         the best model of the latest stage that has one, said in the log, so a finished run always has one."""
-        for stage in reversed(self.stages[: self.stage_index + 1]):
+        for stage in reversed(self.stages[: self.stage_index + 1] if len(self.stages) > 1 else []):
             earlier = self.out / f"best_{stage.name}.pt"
-            if len(self.stages) > 1 and earlier.exists():
+            if earlier.exists():
                 shutil.copyfile(earlier, best_path)
                 self.log(f"warning: stopped in stage {self.stage.name} before the last stage ({self.stages[-1].name}) "
                          f"saved a best model: {best_path.name} is {earlier.name}, stage {stage.name}'s")

@@ -18,6 +18,7 @@ Without a companion (``EvalOptions.companion``) only the errors and the thermost
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from longmd.dynamics.failures import REASONS, Limits, check_replicas
 from longmd.dynamics.neighbor_policy import VerletNeighbors
 from longmd.dynamics.propagator import build_integrator
 from longmd.dynamics.rollout import rollout
+from longmd.dynamics.state import MDState
 from longmd.evaluation.context import Context, symbol
 from longmd.evaluation.parts.stability import (
     FLOOR_FACTOR,
@@ -106,21 +108,13 @@ def energy_run(ctx: Context, model: StridePredictor, companion: nn.Module, filte
     o = ctx.opts
     propagator, energy = _integrator(ctx, model, companion, filters)
     state = ctx.state([ctx.run_starts[0]], ctx.dtype(model))
-    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
-    totals, stop = [], None
+    totals = []
 
-    def on_step(step: int, s) -> bool:
-        nonlocal stop
-        code = int(check_replicas(s, limits, com_removed=True)[0, 0])
-        if code:
-            stop = {"stride": step, "reason": REASONS[code]}
-            return False
+    def total_energy(_step: int, s) -> None:
         e = s.energy if s.energy is not None else energy(s.detach()).energy
         totals.append(float((e + s.kinetic_energy())[0]))
-        return True
 
-    with torch.no_grad():
-        rollout(propagator, state, o.stride_run_strides, store=False, on_step=on_step)
+    stop = _stride_stop(_watched_run(ctx, propagator, state, o.stride_run_strides, True, total_energy))
     n_atoms = state.n_atoms
     t_ps = np.arange(len(totals)) * float(model.timestep_fs) / 1000.0
     e = (np.asarray(totals) - totals[0]) * 1000.0 / n_atoms
@@ -137,21 +131,13 @@ def thermostat_run(ctx: Context, model: StridePredictor, companion: nn.Module | 
     propagator, _ = _integrator(ctx, model, companion, filters, ensemble)
     state = ctx.state([ctx.run_starts[0]], ctx.dtype(model))
     species = sorted({int(z) for z in state.numbers.tolist()})
-    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
-    samples, stop, n = [], None, o.stride_run_strides
+    samples, n = [], o.stride_run_strides
 
-    def on_step(step: int, s) -> bool:
-        nonlocal stop
-        code = int(check_replicas(s, limits, com_removed=ensemble == "svr")[0, 0])
-        if code:
-            stop = {"stride": step, "reason": REASONS[code]}
-            return False
+    def temperatures(step: int, s) -> None:
         if step >= n // 2:
             samples.append(species_temperatures(s.detach(), species)[0].cpu().numpy())
-        return True
 
-    with torch.no_grad():
-        rollout(propagator, state, n, store=False, on_step=on_step)
+    stop = _stride_stop(_watched_run(ctx, propagator, state, n, ensemble == "svr", temperatures))
     means = np.mean(samples, axis=0) if samples else np.full(len(species), np.nan)
     target = ctx.temperature_K
     return {"target_K": target, "filters": filters, "stopped": stop, "samples": len(samples),
@@ -159,22 +145,41 @@ def thermostat_run(ctx: Context, model: StridePredictor, companion: nn.Module | 
             "largest_deviation_percent": float(np.nanmax(np.abs(means / target - 1.0)) * 100.0) if samples else None}
 
 
-def _sampled_run(propagator, state, steps: int, every: int, limits: Limits, com_removed: bool) -> dict:
-    """Positions (T, N, 3) every ``every`` steps of one replica's run, and when and why it stopped (None: stable)."""
-    frames, stop = [], None
+def _watched_run(ctx: Context, propagator, state, steps: int, com_removed: bool,
+                 sample: Callable[[int, MDState], None]) -> dict | None:
+    """One replica for ``steps`` propagator steps, ``sample(step, state)`` after each good one, stopped by the first
+    failed check (NaN, atoms too close, too hot): ``{"step", "reason"}``, or None when it ran through."""
+    limits = Limits(ctx.opts.min_distance_A, ctx.max_temperature_K)
+    stop = None
 
-    def on_step(step: int, s) -> bool:
+    def on_step(step: int, s: MDState) -> bool:
         nonlocal stop
         code = int(check_replicas(s, limits, com_removed=com_removed)[0, 0])
         if code:
             stop = {"step": step, "reason": REASONS[code]}
             return False
-        if step % every == 0:
-            frames.append(s.positions.detach().cpu().double().numpy())
+        sample(step, s)
         return True
 
     with torch.no_grad():
         rollout(propagator, state, steps, store=False, on_step=on_step)
+    return stop
+
+
+def _stride_stop(stop: dict | None) -> dict | None:
+    """A stop of a run of learned strides, counted in strides."""
+    return None if stop is None else {"stride": stop["step"], "reason": stop["reason"]}
+
+
+def _sampled_run(ctx: Context, propagator, state, steps: int, every: int) -> dict:
+    """Positions (T, N, 3) every ``every`` steps of one replica's run, and when and why it stopped (None: stable)."""
+    frames = []
+
+    def positions(step: int, s: MDState) -> None:
+        if step % every == 0:
+            frames.append(s.positions.detach().cpu().double().numpy())
+
+    stop = _watched_run(ctx, propagator, state, steps, False, positions)
     return {"positions": np.stack(frames), "stopped": stop}
 
 
@@ -192,15 +197,13 @@ def structure(ctx: Context, model: StridePredictor, companion: nn.Module, k: int
     against velocity Verlet with the companion; a second velocity-Verlet run (another noise seed) is the floor."""
     o = ctx.opts
     start, dtype = [ctx.run_starts[0]], ctx.dtype(model)
-    limits = Limits(o.min_distance_A, ctx.max_temperature_K)
     learned, _ = _integrator(ctx, model, companion, ["com", "energy"], "langevin")
-    runs = {"predictor": _sampled_run(learned, ctx.state(start, dtype), o.stride_run_strides, 1, limits, False)}
+    runs = {"predictor": _sampled_run(ctx, learned, ctx.state(start, dtype), o.stride_run_strides, 1)}
     for r in (1, 2):
         vv = build_integrator(ForceField(companion, VerletNeighbors(companion.cutoff, o.skin, isolate_nonfinite=True)),
                               ctx.timestep_fs, "langevin", ctx.temperature_K, o.friction_per_fs, o.tau_fs,
                               seed=o.seed + r, device=ctx.device)
-        runs[f"velocity_verlet_{r}"] = _sampled_run(vv, ctx.state(start, dtype), o.stride_run_strides * k, k, limits,
-                                                    False)
+        runs[f"velocity_verlet_{r}"] = _sampled_run(ctx, vv, ctx.state(start, dtype), o.stride_run_strides * k, k)
     t, f = start[0]
     tr = ctx.trajectories[t]
     stride_fs = float(model.timestep_fs)
