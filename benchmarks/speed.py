@@ -4,6 +4,8 @@ Parts (``--parts``):
   md    MD throughput (steps/s, ns/day) of EGNN presets for 1..128 batched replicas, against ASE's
         VelocityVerlet driving the same model through LongMDCalculator; with ``--mace-channels 32,128``
         (mace-torch) the same for MACE: batched through longmd.models.mace, ASE loop through MACECalculator;
+        per replica count also the FLOPs of the step's matrix products (profiler) per second, as a fraction of
+        this device's measured float32 matrix-product throughput: the distance to the hardware limit;
   dt    time and peak memory of one DT training step (loss + backward) vs S, for the demo and paper configs;
   data  neighbour-list building and window batching time per epoch, beside the model step, so the
         bottleneck is visible.
@@ -60,6 +62,35 @@ def _md_rate(model, atoms, replicas: int, steps: int, device, dtype, timestep_fs
     return replicas * steps / (time.perf_counter() - start)
 
 
+def _step_flops(model, atoms, replicas: int, device, dtype, timestep_fs: float) -> float:
+    """Floating-point operations of one batched MD step, from the profiler's count of every matrix product
+    (forward and backward; elementwise work is not counted, so this is the step's matmul arithmetic)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    state = MDState.from_atoms([atoms] * replicas, device=device, dtype=dtype)
+    integrator = build_integrator(ForceField(model, VerletNeighbors(model.cutoff, skin=1.0)), timestep_fs)
+    warm = rollout(integrator, state, 2, store=False).state
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True) as prof:
+        rollout(integrator, warm, 1, store=False)
+    return float(sum(e.flops for e in prof.key_averages() if e.flops))
+
+
+def matmul_throughput(device, dtype, size: int = 1024, repeats: int = 10) -> float:
+    """This machine's measured matrix-product throughput, FLOP/s (best of three rounds of square products)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(3):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        synchronize(device)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2.0 * size**3 / best
+
+
 def _ase_rate(calculator, atoms, steps: int, timestep_fs: float) -> float:
     from ase import units
     from ase.md.verlet import VelocityVerlet
@@ -92,10 +123,11 @@ def _md_models(args, species, device):
             yield f"mace-{channels}x1o", model, calc
 
 
-def md_throughput(args, device) -> list[dict]:
+def md_throughput(args, device, peak: float) -> list[dict]:
     trajectories, atoms = _example_atoms()
     timestep = trajectories[0].timestep_fs
     species = sorted({int(z) for z in atoms.numbers})
+    print(f"matrix products on this device: {peak / 1e9:.1f} GFLOP/s (float32, {torch.get_num_threads()} threads)")
     rows = []
     for name, model, calculator in _md_models(args, species, device):
         ase_rate = _ase_rate(calculator, atoms, args.steps, timestep)
@@ -104,13 +136,19 @@ def md_throughput(args, device) -> list[dict]:
                "batched": {}}
         for replicas in args.replicas:
             rate = _md_rate(model, atoms, replicas, args.steps, device, torch.float32, timestep)
+            flops = _step_flops(model, atoms, replicas, device, torch.float32, timestep)
+            achieved = flops * rate / replicas  # FLOP/s: one batched step advances every replica
             row["batched"][str(replicas)] = {
                 "replica_steps_per_s": rate,
                 "steps_per_s_per_replica": rate / replicas,
                 "ns_per_day_per_replica": rate / replicas * timestep * 86400 / 1e6,
                 "speedup_vs_ase_loop": rate / ase_rate,
+                "matmul_flops_per_step": flops,
+                "achieved_matmul_flops_per_s": achieved,
+                "fraction_of_measured_matmul_peak": achieved / peak,
             }
-            print(f"{name:11s} R={replicas:4d}: {rate:9.1f} replica-steps/s ({rate / ase_rate:6.1f}x its ASE loop)")
+            print(f"{name:11s} R={replicas:4d}: {rate:9.1f} replica-steps/s ({rate / ase_rate:6.1f}x its ASE loop), "
+                  f"{achieved / 1e9:.2f} GFLOP/s in matrix products = {100 * achieved / peak:.1f}% of the peak")
         rows.append(row)
     maces = [r for r in rows if r["model"].startswith("mace")]
     for row in rows:
@@ -240,9 +278,10 @@ def main(argv=None) -> None:
     args.mace_channels = [int(c) for c in args.mace_channels.split(",") if c]
     device = torch.device(args.device)
     parts = args.parts.split(",")
-    result: dict = {"device": str(device)}
+    result: dict = {"device": str(device), "threads": torch.get_num_threads()}
     if "md" in parts:
-        result["md_throughput"] = md_throughput(args, device)
+        result["matmul_peak_flops_per_s"] = peak = matmul_throughput(device, torch.float32)
+        result["md_throughput"] = md_throughput(args, device, peak)
     if "dt" in parts:
         result["dt_step_vs_S"] = dt_step(args, device)
     if "data" in parts:

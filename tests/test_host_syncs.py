@@ -100,14 +100,15 @@ def test_nve_rollout_step_reads_the_device_at_most_twice(syncs: SyncCounter) -> 
 
 def test_simulate_step_sync_budget(syncs: SyncCounter) -> None:
     """``simulate``: the rollout's reads, the blow-up check's one transfer and the non-finite guard of the
-    Verlet list (to be folded into the list's read); list builds add a few each."""
+    Verlet list (to be folded into the list's read); list builds add a few each (per-system rebuilds search fewer
+    systems in more, smaller builds: 5 searches in 4 builds here against 6 in 3 for whole-batch rebuilds)."""
     model, atoms = small_egnn(), crystal()
 
     def run(steps: int) -> None:
         simulate(model, atoms, steps, timestep_fs=0.5, temperature_K=300.0, replicas=2, progress=False, skin=0.3)
 
     setup, total = syncs(lambda: run(0)), syncs(lambda: run(50))
-    assert (total - setup) / 50 <= 3.5
+    assert (total - setup) / 50 <= 3.75
 
 
 def test_sequence_loss_reads_species_once_and_parts_lazily(syncs: SyncCounter) -> None:

@@ -160,3 +160,60 @@ def test_within_keeps_exactly_the_pairs_of_a_shorter_list() -> None:
     assert pruned.edge_index.shape[1] == short.edge_index.shape[1] < long.edge_index.shape[1]
     assert torch.equal(pruned.edge_index, short.edge_index) and torch.equal(pruned.shifts, short.shifts)
     assert short.within(4.0) is short  # nothing to drop: the same object, no copy
+
+
+def _batch(n_systems: int, seed: int = 0):
+    from longmd.dynamics.state import MDState
+
+    rng = np.random.default_rng(seed)
+    systems = [Atoms("Ar8", positions=rng.uniform(0, 1, (8, 3)) @ TRICLINIC * 1.6, cell=TRICLINIC * 1.6, pbc=True)
+               for _ in range(n_systems)]
+    systems.append(Atoms("Ar5", positions=rng.uniform(0, 6, (5, 3))))  # a non-periodic one
+    return MDState.from_atoms(systems)
+
+
+def _pairs_within(edges, state, cutoff: float) -> list[tuple]:
+    """The (i, j, S) of every edge shorter than ``cutoff``, in list order."""
+    edge_index, shifts = edges
+    d = edge_vectors(state.positions, state.cell, state.system, edge_index, shifts).norm(dim=1)
+    keep = d < cutoff
+    return [(int(i), int(j), *map(int, s)) for (i, j), s in zip(edge_index.T[keep], shifts[keep], strict=True)]
+
+
+def test_verlet_list_rebuilds_only_the_systems_that_moved() -> None:
+    """A system whose atom crossed skin / 2 is searched again, the others keep their lists; at every step the
+    pairs within the cutoff are a fresh search's, in the same (i, j, S) order."""
+    from longmd.dynamics.neighbor_policy import RebuildNeighbors, VerletNeighbors
+
+    cutoff, skin = 3.0, 1.0
+    state = _batch(3)
+    verlet, fresh = VerletNeighbors(cutoff, skin), RebuildNeighbors(cutoff)
+    verlet.edges(0, state)
+    assert (verlet.builds, verlet.system_builds) == (1, 4)
+    for step, (system, push) in enumerate([(1, 0.3), (1, 0.3), (0, 0.6), (3, 0.7), (2, 0.2)], start=1):
+        positions = state.positions.clone()
+        positions[int((state.system == system).nonzero()[0]), 0] += push  # one atom of the system, along x
+        state = state.replace(positions=positions)
+        edges = verlet.edges(step, state)
+        assert _pairs_within(edges, state, cutoff) == _pairs_within(fresh.edges(step, state), state, cutoff)
+    # 0.3 Å: no build; 0.3 more (0.6 > skin / 2): system 1 searched; 0.6: system 0; 0.7: system 3 (non-periodic);
+    # 0.2: nothing
+    assert (verlet.builds, verlet.system_builds) == (4, 7)
+
+
+def test_verlet_list_rebuilds_a_system_whose_cell_changed_or_went_nonfinite() -> None:
+    from longmd.dynamics.neighbor_policy import VerletNeighbors
+
+    state = _batch(2)
+    verlet = VerletNeighbors(3.0, 1.0, isolate_nonfinite=True)
+    verlet.edges(0, state)
+    cell = state.cell.clone()
+    cell[1] *= 1.01
+    verlet.edges(1, state.replace(cell=cell))
+    assert verlet.system_builds == 3 + 1
+    positions = state.positions.clone()
+    positions[0, 0] = float("nan")
+    edge_index, _ = verlet.edges(2, state.replace(positions=positions, cell=cell))
+    assert verlet.system_builds == 3 + 2
+    assert not bool((state.system[edge_index[0]] == 0).any())  # the broken system has no pairs, the others do
+    assert bool((state.system[edge_index[0]] == 1).any())

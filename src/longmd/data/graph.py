@@ -108,7 +108,7 @@ def edge_vectors(positions: Tensor, cell: Tensor, system: Tensor, edge_index: Te
     """Edge vectors r_ij = x_j - x_i + shifts @ cell[system[i]] (differentiable, double-backward safe)."""
     i, j = edge_index[0], edge_index[1]
     offsets = torch.einsum("ek,ekl->el", shifts.to(positions.dtype), cell[system[i]])
-    return positions[j] - positions[i] + offsets
+    return positions.index_select(0, j) - positions.index_select(0, i) + offsets
 
 
 def safe_norm(vectors: Tensor) -> Tensor:

@@ -89,7 +89,8 @@ class InteractionLayer(nn.Module):
         w = first.weight
         H = self.hidden
         radial = self.radial(distance) if self.radial is not None else self.radial_block(distance)
-        pre = (h @ w[:, :H].T)[i] + (h @ w[:, H : 2 * H].T)[j] + radial
+        # index_select, not [i]: the same gather, ~4x faster forward on CPU (and an index_add backward)
+        pre = (h @ w[:, :H].T).index_select(0, i) + (h @ w[:, H : 2 * H].T).index_select(0, j) + radial
         for module in list(self.message)[1:]:
             pre = module(pre)
         m = pre * weight[:, None]
