@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from longmd.analysis import plots
-from longmd.analysis.transport import fit_diffusion
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -48,7 +47,11 @@ def test_all_plots_write_pngs(tmp_path: Path) -> None:
         plots.plot_distance_histogram(r, {"reference": np.ones_like(r) / 6}, tmp_path / "hr.png"),
         plots.plot_tracked_distances(t, {"H-H": 0.74 + 0.01 * t}, tmp_path / "dist.png", threshold=1.5),
         plots.plot_jaccard(np.arange(1, 11), {"H": 1 - 0.02 * np.arange(10)}, tmp_path / "jac.png", level=0.9),
-        plots.plot_msd(lag, msd_values, tmp_path / "msd.png", fit=fit_diffusion(lag, msd_values)),
+        plots.plot_msd({"reference": (lag, msd_values, 0.1 * msd_values), "model": (lag, 1.1 * msd_values, None)},
+                       tmp_path / "msd.png", start_fs=20.0),
+        plots.plot_arrhenius({"reference": (np.array([800.0, 1000.0]), np.array([1e-5, 3e-5]), np.array([1e-6, 2e-6]))},
+                             tmp_path / "arrhenius.png", fits={"reference": (np.array([300.0, 1000.0]),
+                                                                             np.array([1e-8, 3e-5]))}),
     ]
     for path in written:
         assert isinstance(path, Path)

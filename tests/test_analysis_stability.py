@@ -9,7 +9,10 @@ from longmd.analysis.stability import (
     count_events,
     detect_instability,
     find_events,
+    first_peak,
     min_distance,
+    peak_shifts,
+    stability_verdict,
     tracked_distances,
 )
 
@@ -90,3 +93,29 @@ def test_dissociation_from_tracked_distance() -> None:
     d = tracked_distances(pos, [(0, 1)])[:, 0]
     events = find_events(d, threshold=1.5, min_duration_fs=50.0, frame_interval_fs=1.0)
     assert len(events) == 1 and events[0].start_frame == 60 and events[0].ongoing
+
+
+def test_first_peak_finds_a_gaussian_shell_between_bins() -> None:
+    r = np.arange(0.025, 6.0, 0.05)  # the evaluation's bins: 120 over 6 Å
+    shell = np.exp(-((r - 2.43) ** 2) / (2 * 0.1**2)) * 3 + np.exp(-((r - 4.1) ** 2) / (2 * 0.2**2)) * 4
+    assert first_peak(r, shell) == pytest.approx(2.43, abs=0.01)  # first, not highest, shell
+    moved = np.exp(-((r - 2.60) ** 2) / (2 * 0.1**2)) * 3
+    assert peak_shifts(r, {"P-S": moved, "Li-S": shell}, {"P-S": shell, "Li-S": shell})["P-S"] == pytest.approx(
+        0.17, abs=0.02)
+
+
+def test_verdict_names_each_failure_mode_from_its_evidence() -> None:
+    ref_min = {"Li-S": 2.3, "P-S": 1.95, "Li-Li": 2.2}
+    good = stability_verdict(0.012, [], {"Li-S": 2.25, "P-S": 1.96, "Li-Li": 2.0}, ref_min, {"P-S": 0.02}, 0.3, 0.25)
+    assert good["stable"] and good["failure_modes"] == []
+    fused = stability_verdict(0.03, [], {"Li-S": 2.2, "P-S": 1.95, "Li-Li": 0.9}, ref_min, {"P-S": 0.0}, 0.3, 0.25)
+    assert not fused["stable"] and fused["failure_modes"] == ["atom fusion"]
+    assert fused["evidence"]["atom fusion"] == {"Li-Li": [0.9, 2.2]}
+    shifted = stability_verdict(0.015, [], ref_min, ref_min, {"P-S": 0.25, "Li-S": -0.05}, 0.3, 0.25)
+    assert shifted["stable"] and shifted["failure_modes"] == ["lattice mismatch"]  # named, even under 0.02
+    melted = stability_verdict(0.05, [], ref_min, ref_min, {}, 6.0, 0.3)
+    assert melted["failure_modes"] == ["framework melting"]
+    rattling = stability_verdict(0.05, [], ref_min, ref_min, {}, 0.8, 0.2)  # 4x, but under 1 Å^2: no melt
+    assert rattling["failure_modes"] == [] and not rattling["stable"]
+    broken = stability_verdict(0.001, ["run 0: min_distance"], ref_min, ref_min, {}, None, None)
+    assert not broken["stable"] and broken["failure_modes"] == ["blew up"]

@@ -1,4 +1,5 @@
-"""MSD, diffusion, Nernst-Einstein conductivity and Arrhenius fits on synthetic data."""
+"""MSD, diffusion (kinisi), Nernst-Einstein conductivity and Arrhenius fits (kinisi) on synthetic data with known
+answers: Brownian motion of known D, exact Arrhenius data of known Ea."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import numpy as np
 import pytest
 
 from longmd.analysis.transport import (
-    arrhenius_fit,
-    fit_diffusion,
+    Diffusivity,
+    arrhenius,
+    arrhenius_summary,
+    diffusivity,
     msd,
     nernst_einstein_conductivity,
 )
@@ -36,26 +39,68 @@ def test_fft_msd_equals_brute_force() -> None:
     np.testing.assert_allclose(some, _msd_brute_force(pos[:, [0, 2]])[:6], rtol=1e-9, atol=1e-10)
 
 
-def test_random_walk_recovers_known_diffusion_coefficient() -> None:
-    sigma, dt = 0.1, 2.0  # per-component step std (Å) per frame interval (fs)
-    d_true = sigma**2 / (2 * dt)  # Å^2/fs, from MSD = 6 D t
-    lag, values = msd(_random_walk(1000, 400, sigma), dt)
-    fit = fit_diffusion(lag, values)
-    # seed-to-seed scatter of this estimate is ~4 % (the test is seeded); allow 2.5 standard deviations
-    assert fit.diffusion_A2_per_fs == pytest.approx(d_true, rel=0.1)
-    assert fit.diffusion_cm2_per_s == pytest.approx(0.1 * fit.diffusion_A2_per_fs)
-    assert (fit.t_min_fs, fit.t_max_fs) == pytest.approx((0.1 * lag[-1], 0.5 * lag[-1]))
+def _brownian_run(d_A2_per_fs: float, dt: float, n_frames: int, seed: int, drift_A_per_fs: float = 0.0):
+    """16 Li on a random walk of diffusivity D plus 8 S at rest, in a 10 Å cube, wrapped; ``drift`` moves every
+    atom alike (the framework's drift, which the analysis must remove)."""
+    rng = np.random.default_rng(seed)
+    li = 5.0 + _random_walk(n_frames, 16, np.sqrt(2 * d_A2_per_fs * dt), seed=seed)
+    s = np.broadcast_to(rng.random((1, 8, 3)) * 10.0, (n_frames, 8, 3))
+    pos = np.concatenate([li, s], axis=1) + drift_A_per_fs * dt * np.arange(n_frames)[:, None, None]
+    return np.mod(pos, 10.0), np.array([3] * 16 + [16] * 8), np.eye(3) * 10.0
 
 
-def test_fit_of_exact_line_and_dimension() -> None:
-    t = np.linspace(0, 100, 101)
-    fit = fit_diffusion(t, 6 * 0.02 * t + 0.3, t_min_fs=10, t_max_fs=90)
-    assert fit.diffusion_A2_per_fs == pytest.approx(0.02)
-    assert fit.intercept_A2 == pytest.approx(0.3)
-    assert fit.ols_stderr_cm2_per_s == pytest.approx(0.0, abs=1e-12)
-    assert fit_diffusion(t, 4 * 0.02 * t, dim=2).diffusion_A2_per_fs == pytest.approx(0.02)
-    with pytest.raises(ValueError):
-        fit_diffusion(t, t, t_min_fs=50, t_max_fs=51)
+def test_brownian_motion_gives_its_diffusivity_with_an_honest_error_bar() -> None:
+    """kinisi's D of a random walk with D = 0.01 Å^2/fs (1e-3 cm^2/s) lies within 3 of its standard deviations
+    of the truth, the deviation is a few per cent (not zero, not the whole value), a uniform drift of all atoms
+    changes nothing, and pooling two independent runs narrows the posterior."""
+    pytest.importorskip("kinisi")
+    d_true, dt = 0.01, 2.0
+    pos, numbers, cell = _brownian_run(d_true, dt, 600, seed=1)
+    one = diffusivity([pos], numbers, cell, dt, 1000.0, n_samples=200)
+    assert isinstance(one, Diffusivity) and one.species == "Li" and one.n_carriers == 16
+    assert abs(one.mean_cm2_per_s - 1e-3) < 3 * one.std_cm2_per_s
+    assert 0.01 < one.std_cm2_per_s / one.mean_cm2_per_s < 0.3
+    drifting, *_ = _brownian_run(d_true, dt, 600, seed=1, drift_A_per_fs=0.02)
+    moved = diffusivity([drifting], numbers, cell, dt, 1000.0, n_samples=200)
+    assert moved.mean_cm2_per_s == pytest.approx(one.mean_cm2_per_s, rel=0.02)
+    other, *_ = _brownian_run(d_true, dt, 600, seed=2)
+    both = diffusivity([pos, other], numbers, cell, dt, 1000.0, n_samples=200)
+    assert both.n_runs == 2 and both.std_cm2_per_s < one.std_cm2_per_s
+    assert abs(both.mean_cm2_per_s - 1e-3) < 3 * both.std_cm2_per_s
+    summary = both.summary()
+    sigma = nernst_einstein_conductivity(both.mean_cm2_per_s, 16, 1000.0, 1000.0)
+    assert summary["sigma_S_per_cm"]["mean"] == pytest.approx(sigma, rel=1e-9)
+    assert summary["D_cm2_per_s"]["ci95"][0] < summary["D_cm2_per_s"]["mean"] < summary["D_cm2_per_s"]["ci95"][1]
+    with pytest.raises(ValueError, match="Z=8"):
+        diffusivity([pos], numbers, cell, dt, 1000.0, species=8)
+
+
+def _exact(t: float, d: float, rel: float) -> Diffusivity:
+    """A stand-in diffusivity: Gaussian samples of mean d and relative width rel."""
+    samples = d * (1 + rel * np.random.default_rng(int(t)).standard_normal(4000))
+    return Diffusivity("Li", t, samples, np.zeros(1), np.zeros(1), np.zeros(1), 0.0, 1, 20, 1000.0)
+
+
+def test_arrhenius_recovers_activation_energy_and_300k_value() -> None:
+    """D = D0 exp(-Ea / kT) with Ea = 0.25 eV at 800-1200 K, each D known to 5 %: kinisi's posterior holds the true
+    Ea and the true 300 K value within its 95 % intervals, the 300 K error bar is wider than the data's (it is an
+    extrapolation), and sigma(300 K) follows from Nernst-Einstein."""
+    pytest.importorskip("kinisi")
+    temps = np.array([800.0, 900.0, 1000.0, 1100.0, 1200.0])
+    ea, d0 = 0.25, 1e-2
+    fit = arrhenius([_exact(t, d0 * np.exp(-ea / (KB_EV_PER_K * t)), 0.05) for t in temps], n_samples=200)
+    lo, hi = np.percentile(fit.activation_energy_eV, [2.5, 97.5])
+    assert lo < ea < hi and hi - lo < 0.1
+    d300 = d0 * np.exp(-ea / (KB_EV_PER_K * 300.0))
+    lo, hi = np.percentile(np.log10(fit.extrapolated_D_cm2_per_s), [2.5, 97.5])
+    assert lo < np.log10(d300) < hi and hi - lo > 2 * 0.05 / np.log(10)
+    np.testing.assert_allclose(fit.predict(temps), d0 * np.exp(-ea / (KB_EV_PER_K * temps)), rtol=0.15)
+    summary = arrhenius_summary(fit, n_carriers=20, volume_A3=1000.0)
+    sigma = nernst_einstein_conductivity(fit.extrapolated_D_cm2_per_s, 20, 1000.0, 300.0)
+    assert summary["sigma_S_per_cm"]["mean"] == pytest.approx(float(np.mean(sigma)))
+    assert summary["minus_log10_sigma"]["mean"] == pytest.approx(float(np.mean(-np.log10(sigma))))
+    with pytest.raises(ValueError, match="two or more temperatures"):
+        arrhenius([_exact(800.0, 1e-5, 0.05)])
 
 
 def test_unwrap_recovers_continuous_path() -> None:
@@ -75,21 +120,3 @@ def test_nernst_einstein_against_hand_computed_value() -> None:
     assert sigma == pytest.approx(0.6197495928, rel=1e-6)
     doubly = nernst_einstein_conductivity(1e-5, 10, 1000.0, 300.0, charge=2.0, haven_ratio=0.5)
     assert doubly == pytest.approx(8 * sigma)
-
-
-def test_arrhenius_recovers_activation_energy_and_300k_value() -> None:
-    temps = np.array([600.0, 700.0, 800.0, 900.0, 1000.0])
-    ea, d0 = 0.25, 1e-3
-    fit = arrhenius_fit(temps, d0 * np.exp(-ea / (KB_EV_PER_K * temps)))
-    assert fit.activation_energy_eV == pytest.approx(ea, rel=1e-9)
-    assert fit.predict(300.0) == pytest.approx(d0 * np.exp(-ea / (KB_EV_PER_K * 300.0)), rel=1e-9)
-    assert fit.stderr_eV == pytest.approx(0.0, abs=1e-9)
-    # conductivity: sigma T = A exp(-Ea / kB T)
-    a = 5e4
-    sigma = a / temps * np.exp(-0.4 / (KB_EV_PER_K * temps))
-    fit_s = arrhenius_fit(temps, sigma, times_temperature=True)
-    assert fit_s.activation_energy_eV == pytest.approx(0.4, rel=1e-9)
-    assert fit_s.predict(300.0) == pytest.approx(a / 300.0 * np.exp(-0.4 / (KB_EV_PER_K * 300.0)), rel=1e-9)
-    np.testing.assert_allclose(fit_s.predict(temps), sigma, rtol=1e-9)
-    with pytest.raises(ValueError):
-        arrhenius_fit([300.0], [1.0])

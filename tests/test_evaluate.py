@@ -68,6 +68,12 @@ def test_reference_through_the_adapter_scores_zero(trajectories, tmp_path) -> No
     # the runs replay the reference from frame 0: their final frames are the reference's final frames
     assert s["hr_mae"] < 1e-9 and s["rdf_mae"] < 1e-9
     assert lj["stability"]["hr_mae"] > 1e-3
+    # verdicts: the replay is stable with no failure mode; the wrong potential moves the Au-Au neighbour shell
+    assert s["verdict"]["stable"] and s["verdict"]["failure_modes"] == [] and s["verdict"]["rdf_mae_threshold"] == 0.02
+    bad = lj["stability"]["verdict"]
+    assert not bad["stable"] and "lattice mismatch" in bad["failure_modes"]
+    assert "atom fusion" not in bad["failure_modes"]
+    assert abs(bad["evidence"]["lattice mismatch"]["Au-Au"]) > 0.1 and "Verdict" in (tmp_path / "report.md").read_text()
     # bonding per ordered species pair, reference first: the replayed runs' equal the reference's exactly
     ref_bonds = m["reference"]["stability"]["structure"]["bonds"]
     assert set(ref_bonds) == {"Cu-Cu", "Cu-Au", "Au-Cu", "Au-Au"} and ref_bonds["Cu-Au"]["coordination"] > 0
@@ -148,21 +154,35 @@ def test_resume_reuses_finished_parts(trajectories, tmp_path) -> None:
     assert after["models"]["LJ"]["rollout"]["mepa_mean"] != before["models"]["LJ"]["rollout"]["mepa_mean"]
 
 
-def test_jaccard_langevin_stability_drift_and_transport(trajectories, tmp_path) -> None:
-    options = EvalOptions(long_steps=20, ensemble="langevin", drift_steps=20, transport_steps=40, record_every=2,
-                          temperatures=[600.0, 900.0], transport_species="Au", long_runs=2, **FAST)
-    m = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="jaccard,stability,drift,transport", options=options)
+def test_jaccard_langevin_stability_drift(trajectories, tmp_path) -> None:
+    options = EvalOptions(long_steps=20, ensemble="langevin", drift_steps=20, long_runs=2, **FAST)
+    m = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="jaccard,stability,drift", options=options)
     jac = m["reference"]["jaccard"]
     assert jac["ks"] == list(range(1, 21)) and 0 <= jac["advised_neighbor_update_every"] <= 20
     assert set(jac["per_species"]) == {"Cu", "Au"} and jac["per_species"]["Cu"][0] > 0.9
     e = m["models"]["EMT"]
     assert e["stability"]["ensemble"] == "langevin" and e["stability"]["temperature_K"] > 0
     assert e["drift"]["source"] == "NVE run of 20 steps" and e["drift"]["drift_meV_per_atom_per_ps"] is not None
-    t = e["transport"]
+    assert (tmp_path / "jaccard.png").exists()
+
+
+def test_transport_part_with_kinisi(trajectories, tmp_path) -> None:
+    """D with its error bar for the reference (the four held-out NVE runs, grouped by their own temperatures) and
+    the model (the reference potential, at 600 and 900 K), Arrhenius over the model's two temperatures, the
+    -log10 sigma table and the MSD and Arrhenius plots."""
+    pytest.importorskip("kinisi")
+    options = EvalOptions(transport_steps=40, record_every=2, temperatures=[600.0, 900.0], transport_species="Au",
+                          long_runs=2, transport_discard_fs=0.0, transport_samples=100, **FAST)
+    m = evaluate({"EMT": emt()}, trajectories, tmp_path, parts="transport", options=options)
+    ref, t = m["reference"]["transport"], m["models"]["EMT"]["transport"]
+    assert ref["species"] == "Au" and sum(x["runs"] for x in ref["temperatures"]) == 4
+    assert all(200 < x["temperature_K"] < 600 and x["D_cm2_per_s"]["std"] > 0 for x in ref["temperatures"])
     assert t["species"] == "Au" and [x["temperature_K"] for x in t["temperatures"]] == [600.0, 900.0]
-    assert all(np.isfinite(x["D_cm2_per_s"]) for x in t["temperatures"])
-    assert m["reference"]["transport"]["species"] == "Au"
-    assert (tmp_path / "jaccard.png").exists() and (tmp_path / "msd_EMT_600K.png").exists()
+    for x in t["temperatures"]:
+        assert np.isfinite(x["D_cm2_per_s"]["mean"]) and x["D_cm2_per_s"]["std"] > 0 and x["runs"] == 2
+    assert t["arrhenius"]["extrapolated_K"] == 300.0 and set(t["table"]) == {"600", "900", "300"}
+    assert (tmp_path / "msd_EMT_600K.png").exists() and (tmp_path / "arrhenius_EMT.png").exists()
+    assert "Table 2" in (tmp_path / "report.md").read_text()
 
 
 def test_held_out_selection_and_starts(trajectories) -> None:

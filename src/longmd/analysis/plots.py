@@ -15,8 +15,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from longmd.analysis.transport import DiffusionFit
-
 
 def _new_axes(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (6.0, 4.0)):
     fig = Figure(figsize=size)
@@ -203,17 +201,46 @@ def plot_jaccard(
 
 
 def plot_msd(
-    lag_fs: np.ndarray,
-    msd_A2: np.ndarray,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     path: str | Path,
-    fit: DiffusionFit | None = None,
-    label: str = "MSD",
+    start_fs: float | None = None,
+    title: str = "mean squared displacement",
 ) -> Path:
-    """MSD against lag time, with the fitted line over its window when ``fit`` is given."""
-    fig, ax = _new_axes("mean squared displacement", "lag time (fs)", "MSD (Å²)")
-    ax.plot(lag_fs, msd_A2, label=label)
-    if fit is not None:
-        t = np.linspace(fit.t_min_fs, fit.t_max_fs, 50)
-        ax.plot(t, fit.line(t), "--", label=f"fit: D = {fit.diffusion_cm2_per_s:.3g} cm²/s")
+    """MSD against lag time, ``{label: (lag_fs, msd_A2, std_A2 or None)}``, the std as a band; the reference
+    drawn last, black; ``start_fs`` marks where the diffusion fit begins."""
+    fig, ax = _new_axes(title, "lag time (fs)", "MSD (Å²)")
+    order = [k for k in curves if k != REFERENCE] + [k for k in curves if k == REFERENCE]
+    for label in order:
+        lag, values, std = (np.asarray(v, dtype=np.float64) if v is not None else None for v in curves[label])
+        style = {"color": "black", "linewidth": 2.4, "zorder": 5} if label == REFERENCE else {"linewidth": 1.2}
+        (line,) = ax.plot(lag, values, label=label, **style)
+        if std is not None:
+            ax.fill_between(lag, values - std, values + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    if start_fs is not None:
+        ax.axvline(start_fs, color="grey", linestyle=":", linewidth=1.0, label="fit start")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_arrhenius(
+    series: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    path: str | Path,
+    fits: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    quantity: str = "D (cm²/s)",
+) -> Path:
+    """log10 of a rate against 1000/T: ``{label: (T_K, mean, std)}`` as error bars; ``fits`` ``{label: (T_K,
+    values)}`` as lines (e.g. an Arrhenius fit out to 300 K)."""
+    fig, ax = _new_axes("Arrhenius plot", "1000 / T (1/K)", f"log10 {quantity}")
+    for label, (t, mean, std) in series.items():
+        t, mean, std = (np.asarray(v, dtype=np.float64) for v in (t, mean, std))
+        ok = mean > 0
+        lo = np.log10(mean[ok]) - np.log10(np.clip(mean[ok] - std[ok], 1e-300, None))
+        hi = np.log10(mean[ok] + std[ok]) - np.log10(mean[ok])
+        style = {"color": "black", "zorder": 5} if label == REFERENCE else {}
+        ax.errorbar(1000.0 / t[ok], np.log10(mean[ok]), yerr=[lo, hi], fmt="o", capsize=3, label=label, **style)
+    for label, (t, values) in (fits or {}).items():
+        t, values = np.asarray(t, dtype=np.float64), np.asarray(values, dtype=np.float64)
+        style = {"color": "black"} if label == REFERENCE else {}
+        ax.plot(1000.0 / t, np.log10(values), "--", linewidth=1.0, label=f"{label} fit", **style)
     ax.legend()
     return _save(fig, path)

@@ -154,3 +154,91 @@ def count_events(
 ) -> int:
     """Number of events found by :func:`find_events`."""
     return len(find_events(values, threshold, min_duration_fs, frame_interval_fs, above, times_fs))
+
+
+RDF_MAE_STABLE = 0.02
+"""The GraNNField study's line between stable and unstable MD: RDF-MAE (mean over bins of |g_model - g_ref|, g(r)
+dimensionless) below 0.02. It depends on the bins and the r range (here the evaluation's ``r_max`` and ``n_bins``)
+and on how long the runs are (a short run's g(r) is noisy), so it is reported next to the reference's own noise
+floor: the same score between two independent reference runs."""
+
+
+def first_peak(r: np.ndarray, g: np.ndarray, r_min: float = 0.5) -> float | None:
+    """Position (Å) of the first maximum of g(r) that reaches half of the curve's highest value, refined by a
+    parabola through its bin and the two neighbours; None for an empty curve."""
+    r, g = np.asarray(r, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    sel = np.flatnonzero(r >= r_min)
+    if len(sel) < 3 or not np.any(g[sel] > 0):
+        return None
+    top = g[sel].max()
+    for k in sel[1:-1]:
+        if g[k] >= 0.5 * top and g[k] >= g[k - 1] and g[k] >= g[k + 1]:
+            a, b, c = g[k - 1], g[k], g[k + 1]
+            denom = a - 2 * b + c
+            offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
+            return float(r[k] + offset * (r[k + 1] - r[k]))
+    return float(r[sel[np.argmax(g[sel])]])
+
+
+def peak_shifts(r: np.ndarray, partial: dict[str, np.ndarray], partial_ref: dict[str, np.ndarray]) -> dict[str, float]:
+    """First-peak shift (Å, model minus reference) of every species pair both have: a nearest-neighbour distance
+    the model gets wrong (in a fixed cell, the local face of a lattice mismatch)."""
+    out = {}
+    for key, g in partial.items():
+        if key in partial_ref:
+            a, b = first_peak(r, g), first_peak(r, partial_ref[key])
+            if a is not None and b is not None:
+                out[key] = a - b
+    return out
+
+
+@dataclass(frozen=True)
+class VerdictLimits:
+    """Where each failure mode starts: RDF-MAE above ``rdf_mae`` (unstable); a closest approach below
+    ``fusion_fraction`` of the reference's for the same species pair (atom fusion); a first-peak shift beyond
+    ``peak_shift_A`` (lattice mismatch); a framework MSD above ``melting_factor`` x the reference's and above
+    ``melting_min_A2`` (framework melting: a crystal's atoms rattle by a fraction of an Å² and stay)."""
+
+    rdf_mae: float = RDF_MAE_STABLE
+    fusion_fraction: float = 0.75
+    peak_shift_A: float = 0.1
+    melting_factor: float = 3.0
+    melting_min_A2: float = 1.0
+
+
+def stability_verdict(
+    rdf_mae: float | None,
+    blew_up: list[str],
+    min_distances: dict[str, float | None],
+    min_distances_ref: dict[str, float | None],
+    shifts: dict[str, float],
+    framework_msd_A2: float | None,
+    framework_msd_ref_A2: float | None,
+    limits: VerdictLimits | None = None,
+) -> dict:
+    """Stable or unstable, and the failure modes named (each with its evidence):
+
+    * ``blew up``: runs stopped by the MD checks (reasons given);
+    * ``atom fusion``: species pairs closer than ``fusion_fraction`` x the reference's closest approach;
+    * ``lattice mismatch``: species pairs whose first RDF peak moved more than ``peak_shift_A``;
+    * ``framework melting``: the non-mobile species' MSD far above the reference's.
+
+    ``stable`` needs no blow-up and RDF-MAE at most ``rdf_mae``; the other modes are named whenever seen.
+    """
+    lim = limits or VerdictLimits()
+    modes: dict[str, object] = {}
+    if blew_up:
+        modes["blew up"] = blew_up
+    fused = {k: [d, ref] for k, d in min_distances.items()
+             if d is not None and (ref := min_distances_ref.get(k)) is not None and d < lim.fusion_fraction * ref}
+    if fused:
+        modes["atom fusion"] = fused
+    moved = {k: s for k, s in shifts.items() if abs(s) > lim.peak_shift_A}
+    if moved:
+        modes["lattice mismatch"] = moved
+    if (framework_msd_A2 is not None and framework_msd_ref_A2 is not None
+            and framework_msd_A2 > max(lim.melting_factor * framework_msd_ref_A2, lim.melting_min_A2)):
+        modes["framework melting"] = [framework_msd_A2, framework_msd_ref_A2]
+    stable = not blew_up and rdf_mae is not None and rdf_mae <= lim.rdf_mae
+    return {"stable": bool(stable), "rdf_mae": rdf_mae, "rdf_mae_threshold": lim.rdf_mae,
+            "failure_modes": list(modes), "evidence": modes}

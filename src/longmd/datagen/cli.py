@@ -12,6 +12,8 @@ RECIPES = {
     "h2-pd6-graphene": "H2 impinging on Pd6 in a graphene vacancy (the embedded example; 57 atoms, 0.5 fs)",
     "sic": "zinc-blende SiC, 64 atoms, 1500-3500 K, 1 fs (the inductive-bias paper's simple solid)",
     "gese2": "liquid GeSe2, 72 atoms, melted and quenched to 1100-1800 K, 2 fs (its complex one)",
+    "li-conductors": "Li-ion conductors of the GraNNField study (--material lgps: Li10GeP2S12, 50 atoms; "
+                     "li3ps4, li4ges4 with --cell FILE), NVT at 800-1200 K, 2 fs, two runs per temperature",
     "stride-data": "NVE trajectories of --model (any potential) from --structure, every step stored, for stride "
                    "predictors (docs/long_stride.md)",
 }
@@ -23,15 +25,24 @@ def add_datagen(sub) -> None:
                        description=f"Recipes: {lines}. Rerun the same command to resume an interrupted run.")
     p.add_argument("name", choices=list(RECIPES))
     p.add_argument("out", help="output folder (resumes if it holds an interrupted run)")
-    p.add_argument("--trajectories", type=int, help="trajectories (default: the recipe's, 16 | 8 | 8)")
-    p.add_argument("--frames", type=int, help="stored frames per trajectory (default: the recipe's, 600 | 300 | 300)")
+    p.add_argument("--trajectories", type=int, help="trajectories (default: the recipe's, 16 | 8 | 8; "
+                   "li-conductors: runs per temperature, 2)")
+    p.add_argument("--frames", type=int, help="stored frames per trajectory (default: the recipe's, "
+                   "600 | 300 | 300 | li-conductors 2500)")
     p.add_argument("--workers", type=int, default=None,
                    help="single-threaded worker processes (default: the recipe's, 2 | 1 | 1)")
     p.add_argument("--seed", type=int, default=2026, help="seed of the recipe")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--temperatures", help="temperature range MIN,MAX in K, spread linearly over the trajectories "
                    "(default: the recipe's: h2-pd6-graphene fixed, sic 1500,3500, gese2 1100,1800, stride-data "
-                   "300,600)")
+                   "300,600); li-conductors: the list T1,T2,... (default 800,1000,1200), --trajectories runs each")
+    c = p.add_argument_group("li-conductors")
+    c.add_argument("--material", default="lgps", help="conductor (default: %(default)s; see "
+                   "longmd.datagen.conductors.MATERIALS)")
+    c.add_argument("--cell", help="structure file (CIF, POSCAR, ...) of the material: an ordered, fully occupied "
+                   "cell of the published structure; required for li3ps4 and li4ges4 (none ships with longmd)")
+    c.add_argument("--equilibrate-steps", type=int, help="discarded Langevin steps before each stored NVT run "
+                   "(default: the recipe's, 500)")
     s = p.add_argument_group("stride-data")
     s.add_argument("--model", help="companion potential: longmd model file, mace:PATH or ase:module:Class "
                    "(e.g. ase:ase.calculators.emt:EMT; default: none, required by stride-data)")
@@ -54,6 +65,32 @@ def temperature_range(text: str) -> tuple[float, float]:
     if min(pair) <= 0 or pair[0] > pair[1]:
         raise ValueError(f"datagen --temperatures: need 0 < MIN <= MAX, got {text!r}")
     return pair
+
+
+def temperature_list(text: str) -> tuple[float, ...]:
+    """``"T1,T2,..."`` in K -> a tuple of distinct values > 0 (a ``ValueError`` naming the flag otherwise)."""
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"datagen --temperatures: expected T1,T2,... in K, got {text!r}") from None
+    if min(values) <= 0 or len(set(values)) != len(values):
+        raise ValueError(f"datagen --temperatures: need distinct temperatures > 0 K, got {text!r}")
+    return values
+
+
+def cmd_conductors(args: argparse.Namespace) -> int:
+    from longmd.datagen.conductors import generate, protocol_for
+
+    changes = {key: value for key, value in (("runs_per_temperature", args.trajectories), ("n_frames", args.frames),
+                                             ("workers", args.workers), ("seed", args.seed),
+                                             ("equilibrate_steps", args.equilibrate_steps),
+                                             ("cell_file", args.cell)) if value is not None}
+    if args.temperatures:
+        changes["temperatures_K"] = temperature_list(args.temperatures)
+    protocol = protocol_for(args.material, **changes)
+    path = generate(Path(args.out), protocol, progress=not args.no_progress)
+    print(f"dataset: {path}\nmetadata: {path.parent / (args.material + '.json')}")
+    return 0
 
 
 def cmd_stride_data(args: argparse.Namespace) -> int:
@@ -81,6 +118,11 @@ def cmd_datagen(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("chgnet") is None:
         print("longmd datagen: error: the reference needs CHGNet: pip install 'longmd[datagen]'", file=sys.stderr)
         return 2
+    if args.name == "li-conductors":
+        return cmd_conductors(args)
+    if args.material != "lgps" or args.equilibrate_steps is not None or args.cell is not None:
+        raise ValueError(f"datagen {args.name}: --material, --cell and --equilibrate-steps are options of "
+                         "li-conductors")
     changes = {key: value for key, value in (("n_trajectories", args.trajectories), ("n_frames", args.frames),
                                              ("workers", args.workers), ("seed", args.seed)) if value is not None}
     if args.name == "h2-pd6-graphene":

@@ -55,6 +55,10 @@ class EvalOptions:
     min_distance_A: float = option(0.5, "a run fails when two atoms come closer than this, Å")
     max_temperature_K: float | None = option(None, "a run fails above this temperature (None = factor x reference max)")
     max_temperature_factor: float = option(3.0, "default bound = this x the highest reference temperature")
+    rdf_mae_threshold: float = option(0.02, "verdict: stable runs score RDF-MAE at most this (the GraNNField "
+                                      "study's line; see docs/evaluation.md)")
+    peak_shift_A: float = option(0.1, "verdict: a first RDF peak of a species pair moved further than this, Å, is "
+                                 "a lattice mismatch")
     final_fraction: float = option(0.2, "last fraction of frames used for h(r) and RDFs (model runs and reference)")
     r_max: float = option(6.0, "range of h(r) and RDFs, Å")
     n_bins: int = option(120, "bins of h(r) and RDFs")
@@ -67,10 +71,15 @@ class EvalOptions:
     jaccard_origin_stride: int = option(5, "every n-th frame is a time origin")
     # transport
     transport_species: str | int | None = option(None, "species whose MSD is taken (symbol or Z; None = lightest)")
-    temperatures: list[float] = option([], "temperatures of the transport runs, K (empty = the reference temperature)")
+    temperatures: list[float] = option([], "temperatures of the transport runs, K; held-out trajectories join the "
+                                       "nearest (empty = the reference's own temperatures, grouped within 5 %)")
     transport_steps: int = option(2000, "MD steps per transport run")
     transport_ensemble: str = option("svr", "thermostat of transport runs: svr (gentle on dynamics) | langevin")
     charge: float = option(1.0, "charge of the carriers for Nernst-Einstein, e")
+    transport_discard_fs: float = option(200.0, "thermalisation of each model transport run left out of the MSD, fs")
+    transport_start_fs: float | None = option(None, "where the diffusive regime (the D fit) begins, fs (None = 20 % "
+                                              "of the longest MSD lag)")
+    transport_samples: int = option(500, "MCMC samples per walker of kinisi's D and Arrhenius posteriors")
     # drift and speed
     drift_steps: int = option(1000, "NVE steps of the drift run (reused from NVE stability runs when they ran)")
     speed_steps: int = option(50, "timed MD steps per model")

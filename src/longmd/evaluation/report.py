@@ -230,7 +230,36 @@ def _stability_section(metrics: dict) -> list[str]:
                       verdict, *[events(t) for t in s["tracked"]], *["—"] * (len(tracked) - len(s["tracked"]))])
     lines += _table(header, table)
     failures = [f"- {n}: {r['message']}" for n, s in rows for r in s["runs"] if not r["stable"]]
-    return lines + (["", *failures] if failures else []) + _bonds_table(structure, rows)
+    return lines + (["", *failures] if failures else []) + _verdict_table(rows) + _bonds_table(structure, rows)
+
+
+def _verdict_table(rows: list[tuple[str, dict]]) -> list[str]:
+    """Stable / unstable (RDF-MAE against the GraNNField study's 0.02, next to the reference's noise floor) and the
+    failure modes seen, with their evidence."""
+    rows = [(n, s["verdict"]) for n, s in rows if s.get("verdict")]
+    if not rows:
+        return []
+    v0 = rows[0][1]
+    lines = ["", f"Verdict: stable = no run blew up and RDF-MAE <= {_f(v0.get('rdf_mae_threshold'))} (the GraNNField "
+             "study's line; compare the reference's noise floor beside it). Failure modes: atom fusion (a species "
+             "pair closer than 0.75 x the reference's closest approach: model, reference Å), lattice mismatch (a "
+             "first RDF peak moved, Å), framework melting (MSD of the non-mobile species far above the "
+             "reference's: model, reference Å²).", ""]
+
+    def evidence(v: dict) -> str:
+        parts = []
+        for mode, e in v.get("evidence", {}).items():
+            if isinstance(e, dict):
+                e = ", ".join(f"{k} {_f(x) if not isinstance(x, list) else '/'.join(_f(y) for y in x)}"
+                              for k, x in e.items())
+            elif isinstance(e, list):
+                e = ", ".join(_f(x) if isinstance(x, float) else str(x) for x in e)
+            parts.append(f"{mode}: {e}")
+        return "; ".join(parts) or "—"
+
+    table = [[n, "stable" if v["stable"] else "unstable", _f(v.get("rdf_mae")), _f(v.get("rdf_mae_noise_floor")),
+              ", ".join(v["failure_modes"]) or "none", evidence(v)] for n, v in rows]
+    return lines + _table(["model", "verdict", "RDF-MAE", "noise floor", "failure modes", "evidence"], table)
 
 
 def _bonds_table(reference: dict, rows: list[tuple[str, dict]]) -> list[str]:
@@ -280,24 +309,36 @@ def _drift_speed_section(metrics: dict) -> list[str]:
                           table)
 
 
+def _pm(x: dict | None, digits: int = 3) -> str:
+    """``mean ± std`` of a summary dict (``mean``, ``std``), or a dash."""
+    return "—" if not x else f"{x['mean']:.{digits}g} ± {x['std']:.2g}"
+
+
 def _transport_section(metrics: dict) -> list[str]:
     rows = [(n, m["transport"]) for n, m in metrics["models"].items() if "transport" in m]
-    if not rows:
-        return []
     ref = metrics.get("reference", {}).get("transport", {})
-    lines = ["", f"## Transport ({rows[0][1]['species']}, {rows[0][1]['ensemble']} runs)", "",
-             "D from a line through the MSD (10-50 % of the longest lag); σ by Nernst-Einstein; Arrhenius over the "
-             "temperatures. Plots: `msd_*.png`.", ""]
+    if not rows and not ref:
+        return []
+    species = ref.get("species") or rows[0][1]["species"]
+    lines = ["", f"## Transport ({species})", "",
+             "Tracer D from kinisi's Bayesian fit of the MSD (posterior mean ± std; the reference's runs at one "
+             "temperature pooled, a model's replicas pooled); σ by Nernst-Einstein; Arrhenius fit of D(T) by kinisi, "
+             "extrapolated to 300 K. Plots: `msd_*.png`, `arrhenius_*.png`.", ""]
     table = []
-    if "D_cm2_per_s" in ref:
-        table.append(["reference", _f(ref["temperature_K"]), _f(ref["D_cm2_per_s"]), _f(ref["sigma_S_per_cm"]),
-                      "—", "—"])
-    for n, t in rows:
-        arr = t.get("arrhenius", {})
-        for x in t["temperatures"]:
-            table.append([n, _f(x["temperature_K"]), _f(x.get("D_cm2_per_s")), _f(x.get("sigma_S_per_cm")),
-                          _f(arr.get("Ea_D_eV")), _f(arr.get("D_300K_cm2_per_s"))])
-    return lines + _table(["model", "T (K)", "D (cm²/s)", "σ (S/cm)", "Ea (eV)", "D(300 K) (cm²/s)"], table)
+    for n, t in [("reference", ref)] * bool(ref) + rows:
+        arr = t.get("arrhenius") or {}
+        for x in t.get("temperatures", []):
+            if "D_cm2_per_s" in x:
+                table.append([n, _f(x["temperature_K"]), _pm(x["D_cm2_per_s"]), _pm(x["sigma_S_per_cm"]),
+                              _pm(arr.get("Ea_eV")), _pm(arr.get("sigma_S_per_cm"))])
+    lines += _table(["model", "T (K)", "D (cm²/s)", "σ (S/cm)", "Ea (eV)", "σ(300 K) (S/cm)"], table)
+    temps = sorted({k for _, t in [("reference", ref)] * bool(ref) + rows for k in t.get("table", {})}, key=float)
+    if temps:
+        lines += ["", "-log10 σ (σ in S/cm; the GraNNField study's Table 2), mean ± std:", ""]
+        lines += _table(["model", *[f"{k} K" for k in temps]],
+                        [[n, *[_pm(dict(zip(("mean", "std"), t["table"][k])), 3) if k in t.get("table", {}) else "—"
+                               for k in temps]] for n, t in [("reference", ref)] * bool(ref) + rows])
+    return lines
 
 
 def training_section(run_dir: Path, out: Path) -> list[str]:

@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from longmd.analysis.drift import energy_drift, max_energy_deviation
-from longmd.analysis.stability import count_events, tracked_distances
+from longmd.analysis.stability import VerdictLimits, count_events, peak_shifts, stability_verdict, tracked_distances
 from longmd.analysis.structure import (
     bonds,
     distance_histogram,
@@ -28,6 +28,8 @@ from longmd.analysis.structure import (
     rdf,
     rdf_mae,
 )
+from longmd.analysis.transport import msd
+from longmd.data.trajectory import unwrap_positions
 from longmd.dynamics.simulate import simulate
 from longmd.evaluation.context import Context, symbol
 
@@ -172,8 +174,64 @@ def _tracked(ctx: Context, series: list[tuple[np.ndarray, np.ndarray]], cells, p
     return out
 
 
+def mobile_species(ctx: Context) -> int:
+    """Atomic number of the mobile species (option ``transport_species``; default the lightest present)."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    s = ctx.opts.transport_species
+    present = sorted({int(z) for t in ctx.held.indices for z in ctx.trajectories[t].numbers})
+    if s is None:
+        return min(present, key=lambda z: atomic_masses[z])
+    z = int(s) if str(s).isdigit() else atomic_numbers.get(str(s))
+    if z not in present:
+        raise ValueError(f"transport species {s!r} is not in the held-out data ({[symbol(x) for x in present]})")
+    return z
+
+
+def framework_msd(series: list[tuple[np.ndarray, np.ndarray]], numbers: list[np.ndarray], cells, pbcs,
+                  mobile: int) -> dict | None:
+    """MSD (Å^2) of every atom but the mobile species against lag time (fs), averaged over the runs (cut to the
+    shortest), for the framework-melting check; None when all atoms are mobile or a run has < 2 frames."""
+    length = min(len(pos) for _, pos in series)
+    if length < 2 or all(np.all(n == mobile) for n in numbers):
+        return None
+    curves = []
+    for (times, pos), n, cell, pbc in zip(series, numbers, cells, pbcs):
+        interval = float(times[1] - times[0])
+        lag, m = msd(unwrap_positions(pos[:length], cell, pbc), interval, atoms=n != mobile)
+        curves.append(m)
+    return {"lag_fs": thin(lag), "msd_A2": thin(np.mean(curves, axis=0))}
+
+
+def at_lag(curve: dict | None, lag_fs: float) -> float | None:
+    """A stored MSD curve at ``lag_fs`` (linear interpolation; None beyond its longest lag)."""
+    if curve is None or lag_fs > curve["lag_fs"][-1]:
+        return None
+    return float(np.interp(lag_fs, curve["lag_fs"], curve["msd_A2"]))
+
+
+def verdict(ctx: Context, per_run: list[dict], structure: dict, scores: dict, fw: dict | None) -> dict:
+    """Stable / unstable with the failure modes named (:func:`longmd.analysis.stability.stability_verdict`), against
+    the reference's structure and framework MSD; the framework MSDs compared at half the shorter of the two curves'
+    longest lags (many time origins there, and long enough for a melting framework to drift off)."""
+    o = ctx.opts
+    ref = ctx.reference["stability"]
+    fw_ref = ref.get("framework_msd")
+    lag = 0.5 * min(fw["lag_fs"][-1], fw_ref["lag_fs"][-1]) if fw and fw_ref else None
+    out = stability_verdict(
+        scores.get("rdf_mae"), [f"run {r}: {x['reason']}" for r, x in enumerate(per_run) if not x["stable"]],
+        {k: b["min_distance_A"] for k, b in structure["bonds"].items()},
+        {k: b["min_distance_A"] for k, b in ref["structure"]["bonds"].items()},
+        peak_shifts(np.asarray(structure["r"]), {k: np.asarray(v) for k, v in structure["partial"].items()},
+                    {k: np.asarray(v) for k, v in ref["structure"]["partial"].items()}),
+        at_lag(fw, lag) if lag else None, at_lag(fw_ref, lag) if lag else None,
+        VerdictLimits(rdf_mae=o.rdf_mae_threshold, peak_shift_A=o.peak_shift_A))
+    floor = (ref.get("noise_floor") or {}).get("rdf_mae")
+    return {**out, "rdf_mae_noise_floor": floor, "framework_msd_lag_fs": lag}
+
+
 def reference(ctx: Context) -> dict:
-    """The reference's structure (final frames of the held-out trajectories) and tracked distances."""
+    """The reference's structure (final frames of the held-out trajectories), tracked distances and framework MSD."""
     held, dt = ctx.held, ctx.timestep_fs
     sets = []
     for t, frames in held.final_frames(ctx.opts.final_fraction):
@@ -186,10 +244,13 @@ def reference(ctx: Context) -> dict:
         cells.append(tr.cell[block[0]])
         pbcs.append(tr.pbc)
     norm = normalization(sets)
+    numbers = [ctx.trajectories[t].numbers for t in held.indices]
     return {
         "structure": structure_of(sets, ctx, norm),
         "noise_floor": noise_floor(sets, ctx, norm),
         "tracked": _tracked(ctx, series, cells, pbcs),
+        "mobile_species": symbol(mobile_species(ctx)),
+        "framework_msd": framework_msd(series, numbers, cells, pbcs, mobile_species(ctx)),
         "temperature_mean_K": ctx.reference_temperature_K,
         "trajectories": [ctx.trajectories[t].name for t in held.indices],
     }
@@ -209,7 +270,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     )
     stops = {s.replica: s for s in result.stopped}
     runs = read_runs(out_dir, len(starts))
-    per_run, sets, series, cells, pbcs = [], [], [], [], []
+    per_run, sets, series, cells, pbcs, numbers = [], [], [], [], [], []
     for r, ((t, f), run_) in enumerate(zip(starts, runs)):
         tr = ctx.trajectories[t]
         stop = stops.get(r)
@@ -227,6 +288,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         series.append((run_["times_fs"], run_["positions"]))
         cells.append(tr.cell[f])
         pbcs.append(tr.pbc)
+        numbers.append(tr.numbers)
     ref = ctx.reference["stability"]["structure"]
     floor = ctx.reference["stability"].get("noise_floor")
     times = [x["time_fs"] for x in per_run]
@@ -234,9 +296,11 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         return {"ensemble": o.ensemble, "steps": o.long_steps, "stable_runs": 0, "n_runs": len(per_run),
                 "stability_time_mean_fs": float(np.mean(times)), "stability_time_min_fs": float(np.min(times)),
                 "hr_mae": None, "hr_l1": None, "rdf_mae": None, "runs": per_run, "structure": None, "tracked": [],
-                "max_temperature_K": ctx.max_temperature_K}
+                "max_temperature_K": ctx.max_temperature_K,
+                "verdict": {"stable": False, "failure_modes": ["blew up"], "evidence": {"blew up": "no good frame"}}}
     structure = structure_of(sets, ctx, ref.get("rdf_normalization", "bulk"))
     scores = structure_scores(structure, ref)
+    fw = framework_msd(series, numbers, cells, pbcs, mobile_species(ctx))
     return {
         "ensemble": o.ensemble,
         "temperature_K": ctx.temperature_K if thermostat else None,
@@ -249,6 +313,8 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
         **scores,
         "noise_floor": floor,
         "within_noise": within_noise(scores, floor),
+        "verdict": verdict(ctx, per_run, structure, scores, fw),
+        "framework_msd": fw,
         "runs": per_run,
         "structure": structure,
         "tracked": _tracked(ctx, series, cells, pbcs),
