@@ -297,7 +297,7 @@ def plot(results: dict, out: Path, n_boot: int, timestep_fs: float) -> list[str]
         if curves:
             path = out / f"mepa_vs_step_f{fraction}.png"
             plot_mepa_vs_step(curves, path, timestep_fs=timestep_fs,
-                              band_label="95 % bootstrap CI of the mean over starts")
+                              band_label="95 % CI, bootstrap")
             paths.append(str(path))
     return paths
 
@@ -332,7 +332,7 @@ def markdown(summary: dict, training: dict, args) -> str:
             for m, st in s["stability"].items():
                 hr = "" if st["hr_mae_mean"] is None else f"{st['hr_mae_mean']:.4g}"
                 rows.append(f"| {m} | {st['stable_runs']}/{st['n_runs']} | {hr} | {st['events']} | "
-                            f"{st['simulated_ps']:.0f} |")
+                            f"{st['simulated_ps']:.1f} |")
         rows.append("")
     rows += ["### training", "", "| fraction | seed | stage | epochs | minutes | stop |", "|---|---|---|---|---|---|"]
     for fraction, seeds in training.items():

@@ -78,7 +78,9 @@ def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None
     behind) and set the ``training`` keys ``changes`` in the copy's checkpoint, so that ``--resume`` of
     ``target`` goes on from the same state (model, optimiser, curriculum, random generators) under new training
     settings, e.g. ``rollout_gradient`` or loss weights for a branch of a converged run. Data and model keys
-    cannot change (the state would not fit them). Returns ``target``."""
+    cannot change (the state would not fit them). The copy counts as finished (at a cap or converged alike), so
+    the branch starts its own phase at once: the next S when ``s_max`` is raised, or its last S afresh with
+    ``Trainer(extend=True)``. Returns ``target``."""
     from longmd.config import TrainingConfig, config_from_dict
 
     state = read_checkpoint(Path(source))
@@ -92,6 +94,7 @@ def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None
     config["training"] = training
     config["out"] = str(target)
     state["config"] = config_from_dict(config, f"branch of {source}").to_dict()  # checked like any config
+    state["finished"] = state.get("finished") or f"branched from {source} at epoch {state['epoch']}"
     target = Path(target)
     partial = target.with_name(target.name + ".partial")
     if partial.exists():
