@@ -86,6 +86,9 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run directory (overrides the config's `out`)")
     p.add_argument("--device", help="cpu | cuda | auto (overrides training.device)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume: a finished run trains on at its last S (lr reset to training.lr_reset; "
+                   "bound it with --set training.max_epochs=N or training.max_minutes)")
     p.add_argument("--threads", type=int, help=THREADS_HELP + " (overrides training.threads)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_train)
@@ -107,7 +110,9 @@ def cmd_train(args) -> int:
     cfg = load_config(args.config, overrides)
     if is_main():
         prepare_out(cfg.out, "train", args.resume, args.overwrite)
-    result = train(cfg, resume=args.resume)
+    if args.extend and not args.resume:
+        raise SystemExit("longmd train: --extend needs --resume (it continues a finished run)")
+    result = train(cfg, resume=args.resume, extend=args.extend)
     if is_main():  # under torchrun: rank 0 only
         print(f"\nresults in {result.out}/ (best model: {result.best_model})")
     return 0

@@ -44,6 +44,8 @@ class DataConfig:
     val_fraction: float = option(0.125, "fraction held out for validation (trajectories, time or frames)")
     test_fraction: float = option(0.125, "fraction of trajectories held out for testing, never trained on")
     seed: int = option(0, "seed of the splits")
+    train_fraction: float = option(1.0, "fraction of the training trajectories kept (seeded choice, at least one; "
+                                   "the rest unused: data-efficiency studies)", above=0)
     time_reversal: bool = option(True, "stride predictors: also train on every training trajectory run backwards "
                                  "(frames reversed, momenta negated), as FlashMD does")
 

@@ -178,6 +178,16 @@ class RolloutErrors:
         (L, n_species)}``: the mean over the W starts and the 16th-84th percentile band across them
         (:func:`spread`). For windows of one composition the mean equals the pooled :attr:`mepa`.
         """
+        curves = self.per_start()
+        if curves is None:
+            return None
+        mepa, per_species = curves
+        return {"n": len(mepa), "mepa": spread(mepa), "per_species": spread(per_species)}
+
+    def per_start(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each start scored on its own: MEPA (W, L) and per-species MAE (W, L, n_species; NaN for a species the
+        start lacks), in window order; None without per-window sums. Paired comparisons of models on the same
+        starts use these."""
         sums = self.sums
         if sums is None or not sums.window_abs_sum or not (np.asarray(sums.window_counts) > 0).any():
             return None
@@ -186,8 +196,7 @@ class RolloutErrors:
         mepa = np.stack([combine_species(torch.as_tensor(ps), p, self.species_reduction).numpy()
                          for ps, p in zip(per_species, present)])
         absent = ~np.asarray(sums.window_counts, dtype=bool)[:, None, :]  # a species a window lacks: not scored
-        return {"n": len(mepa), "mepa": spread(mepa),
-                "per_species": spread(np.where(absent, np.nan, per_species))}
+        return mepa, np.where(absent, np.nan, per_species)
 
     def summary(self) -> dict:
         return {

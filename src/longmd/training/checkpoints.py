@@ -7,6 +7,7 @@ the stage and where it started, and (once training has finished) why it stopped.
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,35 @@ def caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> boo
         return True
     raised = per_s is not None and (t.max_epochs_per_s is None or t.max_epochs_per_s > per_s)
     return finished.startswith("max_epochs_per_s") and raised
+
+
+def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None) -> Path:
+    """Copy the run directory ``source`` to ``target`` (written atomically: a partial copy is never left
+    behind) and set the ``training`` keys ``changes`` in the copy's checkpoint, so that ``--resume`` of
+    ``target`` goes on from the same state (model, optimiser, curriculum, random generators) under new training
+    settings, e.g. ``rollout_gradient`` or loss weights for a branch of a converged run. Data and model keys
+    cannot change (the state would not fit them). The copy counts as finished (at a cap or converged alike), so
+    the branch starts its own phase at once: the next S when ``s_max`` is raised, or its last S afresh with
+    ``Trainer(extend=True)``. Returns ``target``."""
+    from longmd.config import TrainingConfig, config_from_dict
+
+    state = read_checkpoint(Path(source))
+    config = dict(state["config"])
+    training = dict(config["training"])
+    names = {f for f in TrainingConfig.__dataclass_fields__}
+    unknown = sorted(set(changes or {}) - names)
+    if unknown:
+        raise ValueError(f"branch_run: unknown training keys {unknown}")
+    training.update(changes or {})
+    config["training"] = training
+    config["out"] = str(target)
+    state["config"] = config_from_dict(config, f"branch of {source}").to_dict()  # checked like any config
+    state["finished"] = state.get("finished") or f"branched from {source} at epoch {state['epoch']}"
+    target = Path(target)
+    partial = target.with_name(target.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(source, partial)
+    atomic_torch_save(state, partial / NAME)
+    partial.rename(target)
+    return target

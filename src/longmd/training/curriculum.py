@@ -64,6 +64,10 @@ class Curriculum:
     def advance(self) -> None:
         """S += 1 with a fresh stage (also when a finished run is resumed with a higher ``s_max``)."""
         self.s += 1
+        self.restart()
+
+    def restart(self) -> None:
+        """A fresh stage of the current S (progress forgotten; S unchanged)."""
         self.epochs_in_s, self.best, self.stale_at_floor = 0, math.inf, 0
 
     def state_dict(self) -> dict:

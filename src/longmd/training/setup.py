@@ -122,6 +122,7 @@ def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
     else:
         inner = random_frame_split(sub, d.val_fraction, seed=d.seed)
     subsets = {name: {keep[t]: frames for t, frames in inner.subsets[name].items()} for name in ("train", "val")}
+    subsets["train"] = _keep_fraction(subsets["train"], d.train_fraction, d.seed)
     subsets["test"] = test
     return Split(
         method=f"{inner.method}+test_trajectories",
@@ -129,8 +130,21 @@ def make_split(cfg: Config, trajectories: list[Trajectory]) -> Split:
         n_traj=len(trajectories),
         subsets=subsets,
         names=[t.name for t in trajectories],
-        params={"val_fraction": d.val_fraction, "test_fraction": d.test_fraction},
+        params={"val_fraction": d.val_fraction, "test_fraction": d.test_fraction,
+                **({"train_fraction": d.train_fraction} if d.train_fraction != 1.0 else {})},
     )
+
+
+def _keep_fraction(train: dict, fraction: float, seed: int) -> dict:
+    """A seeded ``fraction`` of the training trajectories (at least one), whole: ``data.train_fraction``."""
+    if fraction > 1.0:
+        raise ConfigError(f"data.train_fraction: expected a fraction in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return train
+    keys = sorted(train)
+    n = max(1, round(fraction * len(keys)))
+    chosen = np.random.default_rng([seed, 1]).choice(len(keys), size=n, replace=False)
+    return {keys[k]: train[keys[k]] for k in sorted(chosen)}
 
 
 def load_data(cfg: Config) -> list[Trajectory]:

@@ -82,7 +82,12 @@ class TrainResult:
 class Trainer:
     """Train a model as ``cfg`` says, in the run directory ``cfg.out``."""
 
-    def __init__(self, cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None,
+                 extend: bool = False) -> None:
+        """``extend`` (with ``resume``): a finished run trains on although no cap was raised: its last S starts
+        afresh (new curriculum of that S, learning rate reset to ``lr_reset``, the optimiser's moments kept), as
+        S += 1 would do without raising S; e.g. more S = 1 epochs as the budget-matched rival of Dynamic
+        Training branched from the same converged checkpoint. Bound it with ``max_epochs`` / ``max_minutes``."""
         self.out = Path(cfg.out)
         self.main = distributed.is_main()  # rank 0 (or a single process): the one that logs and writes
         # Epoch lines are flushed at once, so logs redirected to a file (nohup, SLURM) follow the run.
@@ -96,7 +101,8 @@ class Trainer:
             caps = (saved.training.s_max, saved.training.max_epochs_per_s)
             cfg = resume_config(saved, cfg, log)
         self.finished = None if self.checkpoint is None else self.checkpoint.get("finished")
-        self.nothing_to_do = bool(self.finished) and not caps_raised(caps, cfg, self.finished)
+        self.extend = extend and bool(self.finished) and not caps_raised(caps, cfg, self.finished)
+        self.nothing_to_do = bool(self.finished) and not caps_raised(caps, cfg, self.finished) and not self.extend
         validate_config(cfg)
         self.cfg = cfg
         self.stages = resolve_stages(cfg)
@@ -270,8 +276,13 @@ class Trainer:
             return TrainResult(self.out, self.out / "best.pt", self.best["val_mepa"], self.best["S"], self.epoch,
                                self.run_log.records)
         if self.finished:  # a finished run resumed with a raised cap
-            if self.curriculum.s < self.curriculum.s_max:  # s_max raised: the next S
-                self.curriculum.advance()
+            if self.curriculum.s < self.curriculum.s_max or self.extend:  # s_max raised: the next S; extend: again
+                if self.curriculum.s < self.curriculum.s_max:
+                    self.curriculum.advance()
+                else:
+                    self.curriculum.restart()
+                    self.log(f"extend: S={self.curriculum.s} trains on from the finished run, "
+                             f"lr -> {self.t.lr_reset:g}")
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.t.lr_reset
                 self.scheduler = self._new_scheduler()
@@ -423,11 +434,12 @@ def _quiet(*_args, **_kwargs) -> None:
     """The log of ranks other than 0."""
 
 
-def train(cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None) -> TrainResult:
+def train(cfg: Config, resume: bool = False, log=None, model: torch.nn.Module | None = None,
+          extend: bool = False) -> TrainResult:
     """Train as ``cfg`` says (see :class:`Trainer`; ``model`` instead of the config's); under torchrun, on all
     its processes."""
     try:
-        return Trainer(cfg, resume=resume, log=log, model=model).run()
+        return Trainer(cfg, resume=resume, log=log, model=model, extend=extend).run()
     finally:
         distributed.cleanup()
 

@@ -18,6 +18,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
     )
     per_species = {symbol(z): errors.per_species[:, k] for k, z in enumerate(errors.species)}
     starts = errors.over_starts()
+    per_start = errors.per_start()
     over_starts = None if starts is None else {
         "n": starts["n"], "band_percentiles": list(BAND),
         "mepa": {k: v.tolist() for k, v in starts["mepa"].items()},
@@ -39,5 +40,7 @@ def run(ctx: Context, name: str, model: nn.Module, entry: dict) -> dict:
             "per_species": {s: v.tolist() for s, v in per_species.items()},
             "position_deviation_A": errors.position_deviation.tolist(),
             "over_starts": over_starts,
+            # (W, L) MEPA of each start, in the order of "starts": models tested alike pair start by start
+            "per_start_mepa": None if per_start is None else per_start[0].tolist(),
         },
     }
