@@ -40,7 +40,8 @@ def add_datagen(sub) -> None:
     c.add_argument("--material", default="lgps", help="conductor (default: %(default)s; see "
                    "longmd.datagen.conductors.MATERIALS)")
     c.add_argument("--cell", help="structure file (CIF, POSCAR, ...) of the material: an ordered, fully occupied "
-                   "cell of the published structure; required for li3ps4 and li4ges4 (none ships with longmd)")
+                   "cell of the published structure; required for li3ps4 and li4ges4, none ships with longmd "
+                   "(default: for lgps, the shipped mp-696138 cell)")
     c.add_argument("--equilibrate-steps", type=int, help="discarded Langevin steps before each stored NVT run "
                    "(default: the recipe's, 500)")
     s = p.add_argument_group("stride-data")
