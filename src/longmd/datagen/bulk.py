@@ -198,19 +198,5 @@ def assemble(protocol: BulkProtocol, work: Path, out: Path) -> Path:
 
 def generate(out: Path, protocol: BulkProtocol, progress: bool = True) -> Path:
     """Run (or resume) the protocol and pack the result into ``out``; a resume must use the same protocol."""
-    from tqdm import tqdm
-
-    work = Path(out) / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    saved = work / "protocol.json"
-    wanted = json.loads(json.dumps(asdict(protocol)))
-    if saved.exists() and json.loads(saved.read_text()) != wanted:
-        raise ValueError(f"{out}: holds a run of another protocol ({saved}); use a new folder")
-    saved.write_text(json.dumps(wanted, indent=2))
-    prepare_start(protocol, work)
-    todo = [i for i in range(protocol.n_trajectories) if not (work / f"traj_{i:03d}.extxyz").exists()]
-    bar = tqdm(total=protocol.n_trajectories, initial=protocol.n_trajectories - len(todo), disable=not progress,
-               desc=f"{protocol.system} trajectories")
-    common.run_all(todo, _worker, lambda i: (protocol, str(work), i), protocol.workers, bar)
-    bar.close()
-    return assemble(protocol, work, Path(out))
+    return common.generate_runs(out, protocol, f"{protocol.system} trajectories", prepare_start, _worker, assemble,
+                                progress)

@@ -113,3 +113,29 @@ def run_all(todo: Iterable[int], worker: Callable[[Any], int], args: Callable[[i
         with ctx.Pool(max(1, min(workers, len(todo)))) as pool:
             for _ in pool.imap_unordered(worker, [args(i) for i in todo]):
                 bar.update(1)
+
+
+def generate_runs(out: Path, protocol: Any, desc: str, prepare: Callable, worker: Callable,
+                  assemble: Callable, progress: bool = True) -> Path:
+    """Run (or resume) a recipe's trajectories in ``out/work`` and pack them into ``out``: ``prepare(protocol,
+    work)`` once, ``worker((protocol, work, i))`` for each missing ``traj_{i:03d}.extxyz``, then
+    ``assemble(protocol, work, out)``. A resume must use the same protocol (saved as ``work/protocol.json``)."""
+    import json
+    from dataclasses import asdict
+
+    from tqdm import tqdm
+
+    work = Path(out) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    saved = work / "protocol.json"
+    wanted = json.loads(json.dumps(asdict(protocol)))
+    if saved.exists() and json.loads(saved.read_text()) != wanted:
+        raise ValueError(f"{out}: holds a run of another protocol ({saved}); use a new folder")
+    saved.write_text(json.dumps(wanted, indent=2))
+    prepare(protocol, work)
+    todo = [i for i in range(protocol.n_trajectories) if not (work / f"traj_{i:03d}.extxyz").exists()]
+    bar = tqdm(total=protocol.n_trajectories, initial=protocol.n_trajectories - len(todo), disable=not progress,
+               desc=desc)
+    run_all(todo, worker, lambda i: (protocol, str(work), i), protocol.workers, bar)
+    bar.close()
+    return assemble(protocol, work, Path(out))
