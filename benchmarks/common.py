@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -11,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from longmd.atomic import atomic_write_text
 
 
 def environment() -> dict:
@@ -57,3 +61,39 @@ def write_json(result: dict, out: Path, name: str) -> Path:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------ stage caches of long benchmarks
+def stage_dir(root: Path, name: str, settings: dict) -> Path:
+    """``root/<name>-<hash of settings>``, with ``settings.json`` written inside (the cache key)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    path = root / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "settings.json").exists():
+        atomic_write_text(path / "settings.json", json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def done(path: Path) -> dict | None:
+    """The result of a finished stage (its ``done.json``), or None."""
+    marker = path / "done.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def mark_done(path: Path, result: dict) -> dict:
+    atomic_write_text(path / "done.json", json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+def records(run: Path) -> list[dict]:
+    log = run / "metrics.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+
+
+def minutes_left(budget: float, spent_records: list[dict]) -> float:
+    """Wall minutes of ``budget`` not yet spent by these epochs (so a resumed stage keeps its budget)."""
+    return budget - sum(r["epoch_time_s"] for r in spent_records) / 60
+
+
+def per_start_means(rollout: dict) -> np.ndarray:
+    return np.asarray(rollout["curves"]["per_start_mepa"], dtype=np.float64).mean(axis=1)

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import environment
+from common import done, environment, mark_done, minutes_left, per_start_means, records, stage_dir
 from longmd.analysis.paired import bootstrap_curve_band, paired_comparison
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.atomic import atomic_write_text
@@ -84,37 +84,6 @@ SCHEDULE = [  # on top of demo.yaml: every training key of the protocol that is 
 
 
 # ------------------------------------------------------------------------------------------------ stages
-def stage_dir(root: Path, name: str, settings: dict) -> Path:
-    """``root/<name>-<hash of settings>``, with ``settings.json`` written inside (the cache key)."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    path = root / f"{name}-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "settings.json").exists():
-        atomic_write_text(path / "settings.json", json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
-    return path
-
-
-def done(path: Path) -> dict | None:
-    """The result of a finished stage (its ``done.json``), or None."""
-    marker = path / "done.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
-
-
-def mark_done(path: Path, result: dict) -> dict:
-    atomic_write_text(path / "done.json", json.dumps(result, indent=2, default=str) + "\n")
-    return result
-
-
-def records(run: Path) -> list[dict]:
-    log = run / "metrics.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-
-
-def minutes_left(budget: float, spent_records: list[dict]) -> float:
-    """Wall minutes of ``budget`` not yet spent by these epochs (so a resumed stage keeps its budget)."""
-    return budget - sum(r["epoch_time_s"] for r in spent_records) / 60
-
-
 def training_config(args, seed: int, fraction: float, out: Path, *extra: str) -> Config:
     return load_config(CONFIG, [*SCHEDULE, f"data.paths=[{','.join(args.train_data)}]",
                                 f"data.train_fraction={fraction}", f"training.seed={seed}",
@@ -242,10 +211,6 @@ def test(args, seed_root: Path, part: str, models: dict[str, str], test_data: li
 
 
 # ------------------------------------------------------------------------------------------------ report
-def per_start_means(rollout: dict) -> np.ndarray:
-    return np.asarray(rollout["curves"]["per_start_mepa"], dtype=np.float64).mean(axis=1)
-
-
 def summarize(args, results: dict) -> dict:
     """Statistics of every fraction over the seeds that have all the models compared."""
     summary = {}

@@ -52,8 +52,9 @@ def test_curriculum_raises_s_resets_lr_and_keeps_best_of_every_s(emt_data, tmp_p
         assert (tmp_path / "run" / name).stat().st_size > 0
 
 
-def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(emt_data, tmp_path, monkeypatch) -> None:
-    args = ("training.s_max=2", "training.max_epochs_per_s=2", "training.max_epochs=4")
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(emt_data, tmp_path, monkeypatch, ema) -> None:
+    args = ("training.s_max=2", "training.max_epochs_per_s=2", "training.max_epochs=4", f"training.ema_decay={ema}")
     full = Trainer(_config(emt_data, tmp_path / "full", *args), log=lambda *_: None)
     full.run()
 
@@ -73,6 +74,9 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(emt_data, tmp_path, 
     assert resumed.epoch == 3 and resumed.curriculum.s == 2
     resumed.run()
     assert torch.equal(_params(full.model), _params(resumed.model))
+    for name in ("best.pt", "last.pt"):  # the averaged weights, when EMA is on
+        saved = [_params(load_model(tmp_path / run / name)) for run in ("full", "killed")]
+        assert torch.equal(*saved)
     strip = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "peak_memory_MB")} for r in full.run_log.records]
     again = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "peak_memory_MB")}
              for r in resumed.run_log.records]

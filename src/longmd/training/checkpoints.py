@@ -1,7 +1,7 @@
 """The training checkpoint: everything a run needs to continue bit for bit, written atomically each epoch.
 
-Model, optimiser, scheduler, curriculum, sampler and torch RNG states, the epoch, the best result of the stage,
-the stage and where it started, and (once training has finished) why it stopped.
+Model, optimiser, scheduler, curriculum, sampler and torch RNG states, the weight average (EMA), the epoch,
+the best result of the stage, the stage and where it started, and (once training has finished) why it stopped.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def write_checkpoint(trainer) -> Path:
         "stage": trainer.stage_index,
         "stage_started": trainer.stage_started,
         "finished": trainer.finished,  # why the last stage stopped, once training has finished
+        "ema": None if trainer.ema is None else trainer.ema.state_dict(),
     }
     return atomic_torch_save(state, trainer.out / NAME)
 
@@ -60,6 +61,11 @@ def restore_checkpoint(trainer, state: dict[str, Any]) -> None:
     trainer.epoch = int(state["epoch"])
     trainer.best = dict(state["best"])
     trainer.stage_started = int(state.get("stage_started", 0))
+    if trainer.ema is not None:
+        if state.get("ema") is None:
+            raise ValueError("--resume: training.ema_decay is on but the checkpoint holds no weight average "
+                             "(the run was started without it)")
+        trainer.ema.load_state_dict(state["ema"])
 
 
 def caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> bool:

@@ -18,6 +18,7 @@ alone writes files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import random
@@ -45,6 +46,7 @@ from longmd.runtime import set_threads
 from longmd.training import distributed
 from longmd.training.checkpoints import caps_raised, read_checkpoint, restore_checkpoint, write_checkpoint
 from longmd.training.curriculum import Curriculum
+from longmd.training.ema import WeightAverage
 from longmd.training.losses import LossSettings
 from longmd.training.run_log import RunLog, peak_memory_mb, plot_best_per_s, plot_learning_curve, summary_table
 from longmd.training.setup import (
@@ -191,7 +193,9 @@ class Trainer:
         # Gradients left by the stage before on terms now frozen would enter gradient clipping (a resumed run has
         # none): every stage starts without any.
         self.model.zero_grad(set_to_none=True)
-        self.optimizer = torch.optim.Adam(trainable_parameters(self.stage, self.model, self.learnable), lr=t.lr)
+        trained = trainable_parameters(self.stage, self.model, self.learnable)
+        self.optimizer = torch.optim.Adam(trained, lr=t.lr)
+        self.ema = WeightAverage(trained, t.ema_decay) if t.ema_decay else None
         self.scheduler = self._new_scheduler()
         # A stride predictor learns from pairs of frames at least: its curriculum starts at S = 2.
         s_min = 2 if isinstance(self.model, StridePredictor) else 1
@@ -266,7 +270,13 @@ class Trainer:
             if not torch.isfinite(norm):
                 raise TrainingDiverged(f"non-finite gradient at S={s}, epoch {self.epoch}, batch {number}")
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         return value
+
+    def averaged(self):
+        """A block in which the model holds the weights it is validated and saved with (the EMA when on)."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
@@ -314,8 +324,9 @@ class Trainer:
                 # Rollout losses (S > 1) have no energy term, so the energy offset drifts; per-species reference
                 # energies shift energies only (forces are unchanged), so refitting them keeps energies right.
                 self._center_energies(self.train_frames)
-            errors = self.validate()
-            val = self.validation.metric(self.model, errors)
+            with self.averaged():
+                errors = self.validate()
+                val = self.validation.metric(self.model, errors)
             self.scheduler.step(val if math.isfinite(val) else math.inf)
             decision = self.curriculum.update(val, lr)
             record = {
@@ -422,7 +433,8 @@ class Trainer:
     # --------------------------------------------------------------------------------- checkpoints
     def _save_model(self, name: str, s: int, val: float) -> None:
         if self.main:
-            save_model(self.model, self.out / name, metadata=self._provenance(s, val))
+            with self.averaged():
+                save_model(self.model, self.out / name, metadata=self._provenance(s, val))
 
     def _save_checkpoint(self) -> None:
         """Rank 0 writes; every rank waits until the file is complete (so any restart finds it)."""

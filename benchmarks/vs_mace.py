@@ -1,0 +1,347 @@
+"""longmd's recipes against MACE at equal wall-clock training budgets (issue 20), rerunnable and resumable.
+
+Every contender trains on the same training trajectories, selects its model on the same validation
+trajectories and is tested on the same held-out test trajectories (the demo config's trajectory split of the
+data: 12 / 2 / 2 of the embedded example's 16), under the same wall-clock budget (``--minutes``, each budget
+a separate set of runs), one CPU thread each:
+
+* ``mace``: ``mace_run_train`` with its defaults (weighted energy + force MSE, its own average E0s, Adam,
+  ReduceLROnPlateau), EMA of the weights on (``--ema``, decay 0.99), no foundation model, on every
+  ``--mace-stride``-th frame of the training trajectories, validated on the validation trajectories' frames
+  (``--valid_file``). ``mace_run_train`` has no time limit, so it is stopped when the budget is spent and
+  finished from its last checkpoint (its best model by validation loss so far) with ``--restart_latest``;
+* longmd's EGNN recipes (``--contenders``; :data:`RECIPES`): the demo config's small EGNN trained
+  conventionally (S = 1) or with Dynamic Training, the paper-size EGNN, and any variant given with
+  ``--recipe NAME=KEY=VALUE,KEY=VALUE``, each stopped by ``training.max_minutes``.
+
+Each model is then scored by ``longmd evaluate`` (parts rollout, frames and speed; float32 for every model):
+``--rollout-starts`` NVE rollouts of ``--rollout-steps`` steps from the same seeded held-out starts (MEPA per
+step and per species), per-species force errors on the held-out frames, and MD speed (ns/day, one replica).
+Rollout MEPA is compared with MACE's start by start (:func:`longmd.analysis.paired.paired_comparison`: bootstrap
+95 % interval, smallest detectable effect). Outputs: ``OUT/results.json``, ``OUT/table.md``,
+``OUT/pareto.png`` (rollout MEPA against training minutes and against ns/day), ``OUT/mepa_vs_step.png``.
+
+Every training and evaluation is a cached stage (``benchmarks/common.py``): a rerun skips finished ones and
+continues a killed EGNN training from its checkpoint. Contenders of one budget can run side by side, one per
+core (``--only NAME``), so that each sees the same machine load; ``--stages report`` then gathers them.
+
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only mace &      # side by side, one per core
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only egnn_small &
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --stages report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common import done, environment, mark_done, minutes_left, per_start_means, records, stage_dir
+from longmd.analysis.paired import paired_comparison
+from longmd.analysis.plots import plot_mepa_vs_step
+from longmd.atomic import atomic_write_text
+from longmd.config import load_config
+from longmd.evaluation.cli import load_models
+from longmd.evaluation.core import evaluate
+from longmd.evaluation.options import EvalOptions
+from longmd.models.egnn import PRESETS as EGNN_PRESETS
+from longmd.training.checkpoints import NAME as CHECKPOINT
+from longmd.training.setup import load_data, make_split
+from longmd.training.trainer import Trainer
+
+CONFIG = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs" / "demo.yaml"
+BASE = ["training.progress=false", "training.threads=1"]
+RECIPES: dict[str, list[str]] = {
+    # the demo's small EGNN (18,369 parameters), S = 1 until its budget ends or the lr floor is exhausted
+    "egnn_small": ["training.mode=conventional", "training.max_epochs_per_s=null"],
+    # the demo's Dynamic Training: S = 1..4, each S until converged (no epoch cap: the budget decides)
+    "egnn_small_dt": ["training.mode=dynamic", "training.s_max=4", "training.max_epochs_per_s=null"],
+    # recipe options, one change each against egnn_small: EMA of the weights (MACE's --ema), and the plain force
+    # MAE (atoms weigh alike) instead of MEPA (species weigh alike: 2 H atoms count as much as 48 C)
+    "egnn_small_ema": ["training.mode=conventional", "training.max_epochs_per_s=null", "training.ema_decay=0.99"],
+    "egnn_small_mae": ["training.mode=conventional", "training.max_epochs_per_s=null", "training.loss=mae"],
+    # a schedule that uses a 30 min budget: egnn_small converges (patience 2 at the floor 3e-4) in ~12 min
+    "egnn_small_patient": ["training.mode=conventional", "training.max_epochs_per_s=null", "training.patience=5",
+                           "training.min_lr=1e-4"],
+    # the DT paper's EGNN size (513,281 parameters), trained as egnn_small
+    "egnn_paper": ["model.preset=paper", "training.mode=conventional", "training.max_epochs_per_s=null"],
+}
+PARTS = ("rollout", "frames", "speed")
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_egnn(args, name: str, overrides: list[str]) -> dict:
+    settings = {"contender": name, "overrides": overrides, "minutes": args.minutes, "data": args.data,
+                "seed": args.seed, "set": args.set}
+    path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"train_{name}", settings)
+    if (result := done(path)) is not None:
+        return result
+    run = path / "run"
+    left = minutes_left(args.minutes, records(run))
+    cfg = load_config(CONFIG, [*BASE, *_data(args), f"training.seed={args.seed}", *overrides, *args.set,
+                               f"training.max_minutes={max(left, 0.0)}", f"out={run}"])
+    resume = (run / CHECKPOINT).exists()
+    print(f"== train {name} ({args.minutes:g} min budget) -> {run}" + (" (resumed)" if resume else ""), flush=True)
+    if left > 0:
+        Trainer(cfg, resume=resume).run()
+    spent = records(run)
+    best = min(spent, key=lambda r: r["val_mepa"])
+    return mark_done(path, {"kind": "egnn", "model": str(run / "best.pt"), "epochs": len(spent),
+                            "train_minutes": sum(r["epoch_time_s"] for r in spent) / 60, "best_S": best["S"],
+                            "best_val_mepa": best["val_mepa"], "overrides": overrides})
+
+
+def _data(args) -> list[str]:
+    return [f"data.paths=[{','.join(args.data)}]"] if args.data else []
+
+
+def _frames(trajectories, indices, stride: int) -> list:
+    frames = []
+    for t in sorted(indices):
+        for f in range(0, len(trajectories[t]), stride):
+            atoms = trajectories[t].atoms(f)
+            atoms.info["REF_energy"] = atoms.get_potential_energy()
+            atoms.arrays["REF_forces"] = atoms.get_forces()
+            atoms.calc = None
+            frames.append(atoms)
+    return frames
+
+
+def train_mace(args, cutoff: float) -> dict:
+    """``mace_run_train`` with its defaults under the wall budget: stopped when it is spent, then finished from
+    its last checkpoint (saved on every improvement of the validation loss) with ``--restart_latest``."""
+    exe = shutil.which("mace_run_train") or shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise SystemExit("vs_mace: mace_run_train not found (pip install 'longmd[mace]')")
+    settings = {"contender": "mace", "minutes": args.minutes, "data": args.data, "seed": args.seed,
+                "channels": args.mace_channels, "max_L": args.mace_max_l, "stride": args.mace_stride,
+                "cutoff": cutoff}
+    path = stage_dir(args.out / f"budget_{args.minutes:g}min", "train_mace", settings).resolve()
+    if (result := done(path)) is not None:
+        return result
+    import ase.io
+
+    cfg = load_config(CONFIG, _data(args))
+    trajectories = load_data(cfg)
+    split = make_split(cfg, trajectories)
+    if not (path / "train.xyz").exists():
+        ase.io.write(path / "valid.xyz", _frames(trajectories, split.subsets["val"], args.mace_stride))
+        ase.io.write(path / "train.xyz", _frames(trajectories, split.subsets["train"], args.mace_stride))
+    cmd = [exe, "--name=mace", f"--train_file={path / 'train.xyz'}", f"--valid_file={path / 'valid.xyz'}",
+           "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",
+           f"--r_max={cutoff}", "--device=cpu", "--energy_key=REF_energy",
+           "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={args.seed}", "--ema", "--ema_decay=0.99",
+           "--restart_latest"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core, as every contender
+    spent_file = path / "spent_s.json"
+    spent = json.loads(spent_file.read_text())["s"] if spent_file.exists() else 0.0
+    print(f"== train mace ({args.minutes:g} min budget, {spent / 60:.1f} spent) -> {path}", flush=True)
+    with open(path / "train.log", "a") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen([*cmd, f"--max_num_epochs={args.mace_max_epochs}"], cwd=path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=max(1.0, 60 * args.minutes - spent))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        spent += time.perf_counter() - start
+        atomic_write_text(spent_file, json.dumps({"s": spent}) + "\n")
+        best_epoch = _mace_epochs(path)
+        if not (path / "mace.model").exists() or proc.returncode:
+            # the loop ends at once (epoch >= max_num_epochs); MACE then writes its model from that checkpoint
+            subprocess.run([*cmd, f"--max_num_epochs={best_epoch}"], cwd=path, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
+    return mark_done(path, {"kind": "mace", "model": f"mace:{path / 'mace.model'}",
+                            "epochs": _mace_epochs_run(path / "train.log"), "best_epoch": best_epoch,
+                            "train_minutes": spent / 60, "command": " ".join(cmd),
+                            "frames": len(ase.io.read(path / "train.xyz", index=":"))})
+
+
+def _mace_epochs(path: Path) -> int:
+    """The epoch of MACE's latest checkpoint (``checkpoints/mace_run-SEED_epoch-N.pt``, EMA weights of its best
+    validation loss so far): restarted with ``--max_num_epochs=N`` MACE trains no further and writes it."""
+    names = sorted(path.glob("checkpoints/*_epoch-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    if not names:
+        raise SystemExit(f"vs_mace: MACE saved no checkpoint within the budget (see {path / 'train.log'})")
+    return int(names[-1].stem.rsplit("-", 1)[1])
+
+
+def _mace_epochs_run(log: Path) -> int:
+    """Epochs MACE finished within the budget (its log has one ``Epoch N:`` validation line per epoch)."""
+    return sum(" Epoch " in line and "loss=" in line for line in log.read_text().splitlines())
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def eval_options(args) -> EvalOptions:
+    return EvalOptions(seed=args.test_seed, dtype="float32", progress=False, threads=1,
+                       rollout_steps=args.rollout_steps, rollout_starts=args.rollout_starts,
+                       batch_size=args.rollout_starts, frames_max=args.frames_max, speed_steps=args.speed_steps)
+
+
+def score(args, name: str, run: dict) -> dict:
+    """``longmd evaluate``'s rollout, frames and speed parts for one model, on the test trajectories."""
+    opts = eval_options(args)
+    path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"eval_{name}",
+                     {"model": run["model"], "options": opts.to_dict(), "data": args.data, "parts": PARTS})
+    if (result := done(path)) is not None:
+        return result
+    cfg = load_config(CONFIG, _data(args))
+    trajectories = load_data(cfg)
+    split = make_split(cfg, trajectories)
+    print(f"== evaluate {name} -> {path}", flush=True)
+    models = load_models([run["model"]], [name])
+    metrics = evaluate(models, trajectories, path, test=split, parts=PARTS, options=opts,
+                       specs={name: run["model"]}, resume=True)
+    return mark_done(path, metrics["models"][name])
+
+
+# ------------------------------------------------------------------------------------------------- report
+def summarize(runs: dict, scores: dict, base: str = "mace") -> dict:
+    rows = {}
+    for name, run in runs.items():
+        s = scores[name]
+        frames = s["frames"]
+        rows[name] = {
+            "train_minutes": run["train_minutes"], "epochs": run["epochs"],
+            "parameters": s.get("n_parameters"),
+            "rollout_mepa": s["rollout"]["mepa_mean"], "rollout_failed": s["rollout"]["failed"],
+            "rollout_mepa_per_species": s["rollout"]["mepa_per_species_mean"],
+            "frame_force_mae": frames.get("force_mae"), "frame_mae_per_species": frames.get("force_mae_per_species"),
+            "ns_per_day": s["speed"].get("ns_per_day"),
+        }
+    if base in scores:
+        for name in runs:
+            if name != base:
+                rows[name]["vs_" + base] = paired_comparison(per_start_means(scores[base]["rollout"])[None],
+                                                             per_start_means(scores[name]["rollout"])[None])
+                rows[name]["speed_vs_" + base] = _ratio(rows[name]["ns_per_day"], rows[base]["ns_per_day"])
+    return rows
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def markdown(rows: dict, args) -> str:
+    lines = [f"Budget {args.minutes:g} min of training per model (one CPU thread each); {args.rollout_starts} "
+             f"NVE rollouts of {args.rollout_steps} steps from held-out trajectories; float32.", "",
+             "| model | parameters | train min (epochs) | rollout MEPA (eV/Å) | vs MACE (95% CI) | per species "
+             "(rollout) | frame force MAE (eV/Å) | ns/day | speed vs MACE |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        c = r.get("vs_mace")
+        versus = (f"{c['relative']:+.1%} [{c['relative_ci_start_level'][0]:+.1%}, "
+                  f"{c['relative_ci_start_level'][1]:+.1%}], detectable {c['detectable_relative']:.1%}") if c else ""
+        species = ", ".join(f"{k} {v:.3f}" for k, v in r["rollout_mepa_per_species"].items())
+        speed = f"{r['speed_vs_mace']:.1f}x" if r.get("speed_vs_mace") else ""
+        failed = f" ({r['rollout_failed']} failed)" if r["rollout_failed"] else ""
+        lines.append(f"| {name} | {r['parameters'] or ''} | {r['train_minutes']:.1f} ({r['epochs']}) | "
+                     f"{r['rollout_mepa']:.4f}{failed} | {versus} | {species} | {_g(r['frame_force_mae'])} | "
+                     f"{_g(r['ns_per_day'], 2)} | {speed} |")
+    return "\n".join(lines)
+
+
+def _g(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def plot_pareto(rows: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for name, r in rows.items():
+        for ax, x in zip(axes, (r["train_minutes"], r["ns_per_day"])):
+            if x:
+                ax.plot(x, r["rollout_mepa"], "o")
+                ax.annotate(name, (x, r["rollout_mepa"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    axes[0].set_xlabel("training wall time (min, one thread)")
+    axes[1].set_xlabel("MD speed (ns/day, one replica, one thread)")
+    axes[1].set_xscale("log")
+    axes[0].set_ylabel("held-out rollout MEPA (eV/Å)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------- main
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="*", help="reference trajectories (default: the embedded example)")
+    parser.add_argument("--out", type=Path, default=Path("runs/vs_mace"))
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
+    parser.add_argument("--contenders", default="mace,egnn_small,egnn_small_dt",
+                        help=f"comma-separated: mace, {', '.join(RECIPES)} or names given with --recipe")
+    parser.add_argument("--recipe", action="append", default=[],
+                        help="an extra EGNN recipe NAME=KEY=VALUE[,KEY=VALUE...] on top of demo.yaml")
+    parser.add_argument("--only", help="run this one contender's stages (side-by-side runs, one per core)")
+    parser.add_argument("--stages", default="train,eval,report", help="train, eval, report (comma-separated)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
+    parser.add_argument("--set", action="append", default=[], help="config override for every EGNN recipe")
+    parser.add_argument("--mace-channels", type=int, default=32)
+    parser.add_argument("--mace-max-l", type=int, default=1)
+    parser.add_argument("--mace-stride", type=int, default=8, help="MACE trains on every k-th frame")
+    parser.add_argument("--mace-max-epochs", type=int, default=10000, help="mace_run_train's cap (the budget decides)")
+    parser.add_argument("--rollout-starts", type=int, default=64)
+    parser.add_argument("--rollout-steps", type=int, default=300)
+    parser.add_argument("--frames-max", type=int, default=400, help="held-out frames scored (0 = all)")
+    parser.add_argument("--speed-steps", type=int, default=50)
+    parser.add_argument("--test-seed", type=int, default=0, help="seed of the rollout starts (keep fixed)")
+    args = parser.parse_args(argv)
+    recipes = dict(RECIPES)
+    for text in args.recipe:
+        name, _, keys = text.partition("=")
+        recipes[name] = keys.split(",")
+    args.recipes = recipes
+    args.names = [n for n in args.contenders.split(",") if n]
+    unknown = [n for n in args.names if n != "mace" and n not in recipes]
+    if unknown:
+        parser.error(f"unknown contenders {unknown}: mace, {', '.join(recipes)}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    stages = set(args.stages.split(","))
+    names = [args.only] if args.only else args.names
+    cutoff = EGNN_PRESETS[load_config(CONFIG).model.preset]["cutoff"]  # MACE gets the EGNN's r_max
+    runs, scores = {}, {}
+    for name in names:
+        if "train" in stages or "eval" in stages:
+            runs[name] = train_mace(args, cutoff) if name == "mace" else train_egnn(args, name, args.recipes[name])
+        if "eval" in stages:
+            scores[name] = score(args, name, runs[name])
+    if "report" not in stages:
+        return
+    runs = {n: train_mace(args, cutoff) if n == "mace" else train_egnn(args, n, args.recipes[n]) for n in args.names}
+    scores = {n: score(args, n, runs[n]) for n in args.names}
+    rows = summarize(runs, scores)
+    table = markdown(rows, args)
+    atomic_write_text(args.out / "table.md", table + "\n")
+    plot_pareto(rows, args.out / "pareto.png")
+    curves = {n: np.asarray(s["rollout"]["curves"]["mepa"]) for n, s in scores.items()}
+    timestep = load_data(load_config(CONFIG, _data(args)))[0].timestep_fs
+    plot_mepa_vs_step(curves, args.out / "mepa_vs_step.png", timestep_fs=timestep)
+    atomic_write_text(args.out / "results.json", json.dumps(
+        {"environment": environment(), "budget_minutes": args.minutes, "runs": runs, "rows": rows,
+         "options": eval_options(args).to_dict()}, indent=2, default=str) + "\n")
+    print(table)
+    print(f"wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'pareto.png'}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    sys.exit(main())
