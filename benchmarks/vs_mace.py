@@ -73,19 +73,26 @@ RECIPES: dict[str, list[str]] = {
     # a schedule that uses a 30 min budget: egnn_small converges (patience 2 at the floor 3e-4) in ~12 min
     "egnn_small_patient": ["training.mode=conventional", "training.max_epochs_per_s=null", "training.patience=5",
                            "training.min_lr=1e-4"],
+    # Dynamic Training on top of the patient schedule (its S = 1 phase equals egnn_small_patient)
+    "egnn_small_patient_dt": ["training.mode=dynamic", "training.s_max=4", "training.max_epochs_per_s=null",
+                              "training.patience=5", "training.min_lr=1e-4"],
     # the DT paper's EGNN size (513,281 parameters), trained as egnn_small
     "egnn_paper": ["model.preset=paper", "training.mode=conventional", "training.max_epochs_per_s=null"],
 }
+RECIPES_MEASURED = ("egnn_small", "egnn_small_dt", "egnn_small_patient", "egnn_small_patient_dt", "egnn_small_ema",
+                    "egnn_small_mae")
 PARTS = ("rollout", "frames", "speed")
 
 
 # ------------------------------------------------------------------------------------------------ training
-def train_egnn(args, name: str, overrides: list[str]) -> dict:
+def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     settings = {"contender": name, "overrides": overrides, "minutes": args.minutes, "data": args.data,
                 "seed": args.seed, "set": args.set}
     path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"train_{name}", settings)
     if (result := done(path)) is not None:
         return result
+    if args.cached_only:
+        return None
     run = path / "run"
     left = minutes_left(args.minutes, records(run))
     cfg = load_config(CONFIG, [*BASE, *_data(args), f"training.seed={args.seed}", *overrides, *args.set,
@@ -117,7 +124,7 @@ def _frames(trajectories, indices, stride: int) -> list:
     return frames
 
 
-def train_mace(args, cutoff: float) -> dict:
+def train_mace(args, cutoff: float) -> dict | None:
     """``mace_run_train`` with its defaults under the wall budget: stopped when it is spent, then finished from
     its last checkpoint (saved on every improvement of the validation loss) with ``--restart_latest``."""
     exe = shutil.which("mace_run_train") or shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
@@ -129,6 +136,8 @@ def train_mace(args, cutoff: float) -> dict:
     path = stage_dir(args.out / f"budget_{args.minutes:g}min", "train_mace", settings).resolve()
     if (result := done(path)) is not None:
         return result
+    if args.cached_only:
+        return None
     import ase.io
 
     cfg = load_config(CONFIG, _data(args))
@@ -189,13 +198,15 @@ def eval_options(args) -> EvalOptions:
                        batch_size=args.rollout_starts, frames_max=args.frames_max, speed_steps=args.speed_steps)
 
 
-def score(args, name: str, run: dict) -> dict:
+def score(args, name: str, run: dict) -> dict | None:
     """``longmd evaluate``'s rollout, frames and speed parts for one model, on the test trajectories."""
     opts = eval_options(args)
     path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"eval_{name}",
                      {"model": run["model"], "options": opts.to_dict(), "data": args.data, "parts": PARTS})
     if (result := done(path)) is not None:
         return result
+    if args.cached_only:
+        return None
     cfg = load_config(CONFIG, _data(args))
     trajectories = load_data(cfg)
     split = make_split(cfg, trajectories)
@@ -207,7 +218,8 @@ def score(args, name: str, run: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- report
-def summarize(runs: dict, scores: dict, base: str = "mace") -> dict:
+def summarize(runs: dict, scores: dict, bases: tuple[str, ...] = ("mace", "egnn_small", "egnn_small_patient")) -> dict:
+    """Per model: budget used, rollout and frame errors, speed; paired rollout comparisons with each base."""
     rows = {}
     for name, run in runs.items():
         s = scores[name]
@@ -220,7 +232,9 @@ def summarize(runs: dict, scores: dict, base: str = "mace") -> dict:
             "frame_force_mae": frames.get("force_mae"), "frame_mae_per_species": frames.get("force_mae_per_species"),
             "ns_per_day": s["speed"].get("ns_per_day"),
         }
-    if base in scores:
+    for base in bases:
+        if base not in scores:
+            continue
         for name in runs:
             if name != base:
                 rows[name]["vs_" + base] = paired_comparison(per_start_means(scores[base]["rollout"])[None],
@@ -236,19 +250,27 @@ def _ratio(a, b):
 def markdown(rows: dict, args) -> str:
     lines = [f"Budget {args.minutes:g} min of training per model (one CPU thread each); {args.rollout_starts} "
              f"NVE rollouts of {args.rollout_steps} steps from held-out trajectories; float32.", "",
-             "| model | parameters | train min (epochs) | rollout MEPA (eV/Å) | vs MACE (95% CI) | per species "
-             "(rollout) | frame force MAE (eV/Å) | ns/day | speed vs MACE |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | parameters | train min (epochs) | rollout MEPA (eV/Å) | vs MACE (95% CI) | vs egnn_small "
+             "(95% CI) | per species (rollout) | frame force MAE (eV/Å) | ns/day | speed vs MACE |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        c = r.get("vs_mace")
-        versus = (f"{c['relative']:+.1%} [{c['relative_ci_start_level'][0]:+.1%}, "
-                  f"{c['relative_ci_start_level'][1]:+.1%}], detectable {c['detectable_relative']:.1%}") if c else ""
+        versus = _versus(r.get("vs_mace"))
+        recipe = _versus(r.get("vs_egnn_small"))
         species = ", ".join(f"{k} {v:.3f}" for k, v in r["rollout_mepa_per_species"].items())
         speed = f"{r['speed_vs_mace']:.1f}x" if r.get("speed_vs_mace") else ""
         failed = f" ({r['rollout_failed']} failed)" if r["rollout_failed"] else ""
         lines.append(f"| {name} | {r['parameters'] or ''} | {r['train_minutes']:.1f} ({r['epochs']}) | "
-                     f"{r['rollout_mepa']:.4f}{failed} | {versus} | {species} | {_g(r['frame_force_mae'])} | "
-                     f"{_g(r['ns_per_day'], 2)} | {speed} |")
+                     f"{r['rollout_mepa']:.4f}{failed} | {versus} | {recipe} | {species} | "
+                     f"{_g(r['frame_force_mae'])} | {_g(r['ns_per_day'], 2)} | {speed} |")
     return "\n".join(lines)
+
+
+def _versus(c: dict | None) -> str:
+    """A paired comparison as 'relative difference [95% CI], detectable effect'."""
+    if not c:
+        return ""
+    lo, hi = c["relative_ci_start_level"]
+    return f"{c['relative']:+.1%} [{lo:+.1%}, {hi:+.1%}], detectable {c['detectable_relative']:.1%}"
 
 
 def _g(x, digits: int = 4) -> str:
@@ -283,7 +305,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("data", nargs="*", help="reference trajectories (default: the embedded example)")
     parser.add_argument("--out", type=Path, default=Path("runs/vs_mace"))
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
-    parser.add_argument("--contenders", default="mace,egnn_small,egnn_small_dt",
+    parser.add_argument("--contenders", default=",".join(["mace", *RECIPES_MEASURED]),
                         help=f"comma-separated: mace, {', '.join(RECIPES)} or names given with --recipe")
     parser.add_argument("--recipe", action="append", default=[],
                         help="an extra EGNN recipe NAME=KEY=VALUE[,KEY=VALUE...] on top of demo.yaml")
@@ -306,6 +328,7 @@ def parse(argv=None) -> argparse.Namespace:
         name, _, keys = text.partition("=")
         recipes[name] = keys.split(",")
     args.recipes = recipes
+    args.cached_only = False
     args.names = [n for n in args.contenders.split(",") if n]
     unknown = [n for n in args.names if n != "mace" and n not in recipes]
     if unknown:
@@ -326,8 +349,14 @@ def main(argv=None) -> None:
             scores[name] = score(args, name, runs[name])
     if "report" not in stages:
         return
+    args.cached_only = True  # the report gathers finished stages only
     runs = {n: train_mace(args, cutoff) if n == "mace" else train_egnn(args, n, args.recipes[n]) for n in args.names}
-    scores = {n: score(args, n, runs[n]) for n in args.names}
+    scores = {n: score(args, n, r) for n, r in runs.items() if r is not None}
+    missing = [n for n in args.names if scores.get(n) is None]
+    if missing:
+        print(f"not finished yet, left out of the report: {', '.join(missing)}")
+    runs = {n: r for n, r in runs.items() if scores.get(n) is not None}
+    scores = {n: s for n, s in scores.items() if s is not None}
     rows = summarize(runs, scores)
     table = markdown(rows, args)
     atomic_write_text(args.out / "table.md", table + "\n")
