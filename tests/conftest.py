@@ -11,10 +11,15 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
-    """Every test starts from the same random state."""
+def _seed():
+    """Every test starts from the same random state and torch's default dtype (float32): MACE's ASE calculator
+    sets the process-wide default to its model's dtype, which would change what later tests initialise."""
     torch.manual_seed(0)
     np.random.seed(0)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(dtype)
 
 
 def make_emt_trajectories(path, n_traj: int = 4, n_frames: int = 40, timestep_fs: float = 2.0, seed: int = 0):
