@@ -95,5 +95,19 @@ def minutes_left(budget: float, spent_records: list[dict]) -> float:
     return budget - sum(r["epoch_time_s"] for r in spent_records) / 60
 
 
+def mace_frames(trajectories, indices, stride: int) -> list:
+    """Every ``stride``-th frame of the trajectories ``indices`` as ``Atoms`` with ``REF_energy`` and
+    ``REF_forces`` (the keys ``mace_run_train`` is told to read), no calculator attached."""
+    frames = []
+    for t in sorted(indices):
+        for f in range(0, len(trajectories[t]), stride):
+            atoms = trajectories[t].atoms(f)
+            atoms.info["REF_energy"] = atoms.get_potential_energy()
+            atoms.arrays["REF_forces"] = atoms.get_forces()
+            atoms.calc = None
+            frames.append(atoms)
+    return frames
+
+
 def per_start_means(rollout: dict) -> np.ndarray:
     return np.asarray(rollout["curves"]["per_start_mepa"], dtype=np.float64).mean(axis=1)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import write_json
+from common import mace_frames, write_json
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.analysis.rollout_test import rollout_errors
 from longmd.config import load_config
@@ -89,12 +89,8 @@ def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
         return json.loads(previous.read_text())
     out.mkdir(parents=True, exist_ok=True)
     # The conventional EGNN's data: every non-test trajectory, MACE's own random 5% for validation.
-    frames = [trajectories[t].atoms(f) for t in range(len(trajectories)) if t not in split.subsets["test"]
-              for f in range(0, len(trajectories[t]), args.mace_stride)]
-    for atoms in frames:
-        atoms.info["REF_energy"] = atoms.get_potential_energy()
-        atoms.arrays["REF_forces"] = atoms.get_forces()
-        atoms.calc = None
+    frames = mace_frames(trajectories, [t for t in range(len(trajectories)) if t not in split.subsets["test"]],
+                         args.mace_stride)
     ase.io.write(out / "train.xyz", frames)
     cmd = [exe, "--name=mace", f"--train_file={out / 'train.xyz'}", "--valid_fraction=0.05",
            "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",

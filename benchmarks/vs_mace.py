@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import done, environment, mark_done, minutes_left, per_start_means, records, stage_dir
+from common import done, environment, mace_frames, mark_done, minutes_left, per_start_means, records, stage_dir
 from longmd.analysis.paired import paired_comparison
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.atomic import atomic_write_text
@@ -85,14 +85,29 @@ PARTS = ("rollout", "frames", "speed")
 
 
 # ------------------------------------------------------------------------------------------------ training
+def _stage(args, name: str, settings: dict) -> tuple[Path, dict | None]:
+    """The stage directory of ``name`` under this budget and its result when finished (else None)."""
+    path = stage_dir(args.out / f"budget_{args.minutes:g}min", name, settings).resolve()
+    return path, done(path)
+
+
+def _split_data(args):
+    """The trajectories and the demo config's trajectory split every contender shares."""
+    cfg = load_config(CONFIG, _data(args))
+    trajectories = load_data(cfg)
+    return trajectories, make_split(cfg, trajectories)
+
+
+def _train(args, name: str, cutoff: float) -> dict | None:
+    return train_mace(args, cutoff) if name == "mace" else train_egnn(args, name, args.recipes[name])
+
+
 def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     settings = {"contender": name, "overrides": overrides, "minutes": args.minutes, "data": args.data,
                 "seed": args.seed, "set": args.set}
-    path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"train_{name}", settings)
-    if (result := done(path)) is not None:
+    path, result = _stage(args, f"train_{name}", settings)
+    if result is not None or args.cached_only:
         return result
-    if args.cached_only:
-        return None
     run = path / "run"
     left = minutes_left(args.minutes, records(run))
     cfg = load_config(CONFIG, [*BASE, *_data(args), f"training.seed={args.seed}", *overrides, *args.set,
@@ -112,18 +127,6 @@ def _data(args) -> list[str]:
     return [f"data.paths=[{','.join(args.data)}]"] if args.data else []
 
 
-def _frames(trajectories, indices, stride: int) -> list:
-    frames = []
-    for t in sorted(indices):
-        for f in range(0, len(trajectories[t]), stride):
-            atoms = trajectories[t].atoms(f)
-            atoms.info["REF_energy"] = atoms.get_potential_energy()
-            atoms.arrays["REF_forces"] = atoms.get_forces()
-            atoms.calc = None
-            frames.append(atoms)
-    return frames
-
-
 def train_mace(args, cutoff: float) -> dict | None:
     """``mace_run_train`` with its defaults under the wall budget: stopped when it is spent, then finished from
     its last checkpoint (saved on every improvement of the validation loss) with ``--restart_latest``."""
@@ -133,19 +136,15 @@ def train_mace(args, cutoff: float) -> dict | None:
     settings = {"contender": "mace", "minutes": args.minutes, "data": args.data, "seed": args.seed,
                 "channels": args.mace_channels, "max_L": args.mace_max_l, "stride": args.mace_stride,
                 "cutoff": cutoff}
-    path = stage_dir(args.out / f"budget_{args.minutes:g}min", "train_mace", settings).resolve()
-    if (result := done(path)) is not None:
+    path, result = _stage(args, "train_mace", settings)
+    if result is not None or args.cached_only:
         return result
-    if args.cached_only:
-        return None
     import ase.io
 
-    cfg = load_config(CONFIG, _data(args))
-    trajectories = load_data(cfg)
-    split = make_split(cfg, trajectories)
+    trajectories, split = _split_data(args)
     if not (path / "train.xyz").exists():
-        ase.io.write(path / "valid.xyz", _frames(trajectories, split.subsets["val"], args.mace_stride))
-        ase.io.write(path / "train.xyz", _frames(trajectories, split.subsets["train"], args.mace_stride))
+        ase.io.write(path / "valid.xyz", mace_frames(trajectories, split.subsets["val"], args.mace_stride))
+        ase.io.write(path / "train.xyz", mace_frames(trajectories, split.subsets["train"], args.mace_stride))
     cmd = [exe, "--name=mace", f"--train_file={path / 'train.xyz'}", f"--valid_file={path / 'valid.xyz'}",
            "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",
            f"--r_max={cutoff}", "--device=cpu", "--energy_key=REF_energy",
@@ -201,15 +200,11 @@ def eval_options(args) -> EvalOptions:
 def score(args, name: str, run: dict) -> dict | None:
     """``longmd evaluate``'s rollout, frames and speed parts for one model, on the test trajectories."""
     opts = eval_options(args)
-    path = stage_dir(args.out / f"budget_{args.minutes:g}min", f"eval_{name}",
-                     {"model": run["model"], "options": opts.to_dict(), "data": args.data, "parts": PARTS})
-    if (result := done(path)) is not None:
+    path, result = _stage(args, f"eval_{name}",
+                          {"model": run["model"], "options": opts.to_dict(), "data": args.data, "parts": PARTS})
+    if result is not None or args.cached_only:
         return result
-    if args.cached_only:
-        return None
-    cfg = load_config(CONFIG, _data(args))
-    trajectories = load_data(cfg)
-    split = make_split(cfg, trajectories)
+    trajectories, split = _split_data(args)
     print(f"== evaluate {name} -> {path}", flush=True)
     models = load_models([run["model"]], [name])
     metrics = evaluate(models, trajectories, path, test=split, parts=PARTS, options=opts,
@@ -330,7 +325,7 @@ def parse(argv=None) -> argparse.Namespace:
     args.recipes = recipes
     args.cached_only = False
     args.names = [n for n in args.contenders.split(",") if n]
-    unknown = [n for n in args.names if n != "mace" and n not in recipes]
+    unknown = [n for n in [*args.names, *([args.only] if args.only else [])] if n != "mace" and n not in recipes]
     if unknown:
         parser.error(f"unknown contenders {unknown}: mace, {', '.join(recipes)}")
     return args
@@ -344,13 +339,13 @@ def main(argv=None) -> None:
     runs, scores = {}, {}
     for name in names:
         if "train" in stages or "eval" in stages:
-            runs[name] = train_mace(args, cutoff) if name == "mace" else train_egnn(args, name, args.recipes[name])
+            runs[name] = _train(args, name, cutoff)
         if "eval" in stages:
             scores[name] = score(args, name, runs[name])
     if "report" not in stages:
         return
     args.cached_only = True  # the report gathers finished stages only
-    runs = {n: train_mace(args, cutoff) if n == "mace" else train_egnn(args, n, args.recipes[n]) for n in args.names}
+    runs = {n: _train(args, n, cutoff) for n in args.names}
     scores = {n: score(args, n, r) for n, r in runs.items() if r is not None}
     missing = [n for n in args.names if scores.get(n) is None]
     if missing:
@@ -362,7 +357,7 @@ def main(argv=None) -> None:
     atomic_write_text(args.out / "table.md", table + "\n")
     plot_pareto(rows, args.out / "pareto.png")
     curves = {n: np.asarray(s["rollout"]["curves"]["mepa"]) for n, s in scores.items()}
-    timestep = load_data(load_config(CONFIG, _data(args)))[0].timestep_fs
+    timestep = _split_data(args)[0][0].timestep_fs
     plot_mepa_vs_step(curves, args.out / "mepa_vs_step.png", timestep_fs=timestep)
     atomic_write_text(args.out / "results.json", json.dumps(
         {"environment": environment(), "budget_minutes": args.minutes, "runs": runs, "rows": rows,
