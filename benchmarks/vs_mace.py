@@ -24,10 +24,15 @@ Rollout MEPA is compared with MACE's start by start (:func:`longmd.analysis.pair
 Every training and evaluation is a cached stage (``benchmarks/common.py``): a rerun skips finished ones and
 continues a killed EGNN training from its checkpoint. Contenders of one budget can run side by side, one per
 core (``--only NAME``), so that each sees the same machine load; ``--stages report`` then gathers them.
+``--seed 0,1,2`` trains every contender once per seed (the report gives means over the seeds that finished and
+pairs comparisons over common seeds). MD speeds measured during evaluations beside other jobs are noisy;
+``--stages speed`` measures every finished model one after another (run it with the machine otherwise idle).
 
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only mace &      # side by side, one per core
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only egnn_small &
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only egnn_small --seed 1,2
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --stages speed     # alone
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --stages report
 """
 
@@ -76,6 +81,12 @@ RECIPES: dict[str, list[str]] = {
     # Dynamic Training on top of the patient schedule (its S = 1 phase equals egnn_small_patient)
     "egnn_small_patient_dt": ["training.mode=dynamic", "training.s_max=4", "training.max_epochs_per_s=null",
                               "training.patience=5", "training.min_lr=1e-4"],
+    # the two changes that helped most, together: the patient schedule and EMA of the weights
+    "egnn_small_patient_ema": ["training.mode=conventional", "training.max_epochs_per_s=null", "training.patience=5",
+                               "training.min_lr=1e-4", "training.ema_decay=0.99"],
+    # width 64 (71,553 parameters, near MACE-32's 84k) on the patient schedule: the small one converges in ~14 min
+    "egnn_medium_patient": ["model.options={hidden: 64, n_rff: 64}", "training.mode=conventional",
+                            "training.max_epochs_per_s=null", "training.patience=5", "training.min_lr=1e-4"],
     # the DT paper's EGNN size (513,281 parameters), trained as egnn_small
     "egnn_paper": ["model.preset=paper", "training.mode=conventional", "training.max_epochs_per_s=null"],
 }
@@ -191,15 +202,21 @@ def _mace_epochs_run(log: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def eval_options(args) -> EvalOptions:
+# MACE's cost per replica grows with the batch on one CPU thread (3.0, 2.6 and 1.6 replica-steps/s at 1, 8 and 64
+# replicas, 57 atoms, MACE-32): its rollouts run one at a time, the EGNN's all together (each at its fastest).
+BATCH = {"mace": 1}
+
+
+def eval_options(args, name: str | None = None) -> EvalOptions:
     return EvalOptions(seed=args.test_seed, dtype="float32", progress=False, threads=1,
                        rollout_steps=args.rollout_steps, rollout_starts=args.rollout_starts,
-                       batch_size=args.rollout_starts, frames_max=args.frames_max, speed_steps=args.speed_steps)
+                       batch_size=BATCH.get(name, args.rollout_starts), frames_max=args.frames_max,
+                       speed_steps=args.speed_steps)
 
 
 def score(args, name: str, run: dict) -> dict | None:
     """``longmd evaluate``'s rollout, frames and speed parts for one model, on the test trajectories."""
-    opts = eval_options(args)
+    opts = eval_options(args, name)
     path, result = _stage(args, f"eval_{name}",
                           {"model": run["model"], "options": opts.to_dict(), "data": args.data, "parts": PARTS})
     if result is not None or args.cached_only:
@@ -212,30 +229,64 @@ def score(args, name: str, run: dict) -> dict | None:
     return mark_done(path, metrics["models"][name])
 
 
+def quiet_speed(args, runs: dict) -> dict:
+    """MD speed of every finished model (first seed) measured one after another in one process (stage ``speed``):
+    run it alone on the machine, so that all models see the same load. ``{name: speed part}``."""
+    models = {name: by_seed[min(by_seed)]["model"] for name, by_seed in runs.items()}
+    opts = eval_options(args)
+    path, result = _stage(args, "speed", {"models": models, "options": opts.to_dict(), "data": args.data})
+    if result is not None or args.cached_only:
+        return result or {}
+    trajectories, split = _split_data(args)
+    print(f"== speed of {', '.join(models)}, one after another -> {path}", flush=True)
+    metrics = evaluate(load_models(list(models.values()), list(models)), trajectories, path, test=split,
+                       parts=("speed",), options=opts, specs=models)
+    return mark_done(path, {name: metrics["models"][name]["speed"] for name in models})
+
+
 # ------------------------------------------------------------------------------------------------- report
-def summarize(runs: dict, scores: dict, bases: tuple[str, ...] = ("mace", "egnn_small", "egnn_small_patient")) -> dict:
-    """Per model: budget used, rollout and frame errors, speed; paired rollout comparisons with each base."""
+def summarize(runs: dict, scores: dict, speeds: dict | None = None,
+              bases: tuple[str, ...] = ("mace", "egnn_small", "egnn_small_patient")) -> dict:
+    """Per model (``runs[name][seed]``, ``scores[name][seed]``): budget used, rollout and frame errors and speed,
+    each the mean over its training seeds; paired rollout comparisons with each base on the seeds both have.
+    Speeds come from ``speeds`` (:func:`quiet_speed`) where measured, else from each model's evaluation."""
+    speeds = speeds or {}
     rows = {}
-    for name, run in runs.items():
-        s = scores[name]
-        frames = s["frames"]
+    for name, by_seed in scores.items():
         rows[name] = {
-            "train_minutes": run["train_minutes"], "epochs": run["epochs"],
-            "parameters": s.get("n_parameters"),
-            "rollout_mepa": s["rollout"]["mepa_mean"], "rollout_failed": s["rollout"]["failed"],
-            "rollout_mepa_per_species": s["rollout"]["mepa_per_species_mean"],
-            "frame_force_mae": frames.get("force_mae"), "frame_mae_per_species": frames.get("force_mae_per_species"),
-            "ns_per_day": s["speed"].get("ns_per_day"),
+            "seeds": sorted(by_seed),
+            "train_minutes": _mean(r["train_minutes"] for r in runs[name].values()),
+            "epochs": _mean(r["epochs"] for r in runs[name].values()),
+            "parameters": next(iter(by_seed.values())).get("n_parameters"),
+            "rollout_mepa": _mean(s["rollout"]["mepa_mean"] for s in by_seed.values()),
+            "rollout_mepa_per_seed": {seed: s["rollout"]["mepa_mean"] for seed, s in by_seed.items()},
+            "rollout_failed": sum(s["rollout"]["failed"] for s in by_seed.values()),
+            "rollout_mepa_per_species": _mean_dicts(s["rollout"]["mepa_per_species_mean"] for s in by_seed.values()),
+            "frame_force_mae": _mean(s["frames"].get("force_mae") for s in by_seed.values()),
+            "frame_mae_per_species": _mean_dicts(s["frames"].get("force_mae_per_species") for s in by_seed.values()),
+            "ns_per_day": (speeds[name]["ns_per_day"] if name in speeds
+                           else _mean(s["speed"].get("ns_per_day") for s in by_seed.values())),
+            "speed_measured": "one after another, alone" if name in speeds else "during its evaluation",
         }
     for base in bases:
-        if base not in scores:
-            continue
-        for name in runs:
-            if name != base:
-                rows[name]["vs_" + base] = paired_comparison(per_start_means(scores[base]["rollout"])[None],
-                                                             per_start_means(scores[name]["rollout"])[None])
-                rows[name]["speed_vs_" + base] = _ratio(rows[name]["ns_per_day"], rows[base]["ns_per_day"])
+        for name in scores:
+            common = sorted(set(scores.get(base, {})) & set(scores[name]))
+            if name == base or not common:
+                continue
+            grid = [np.stack([per_start_means(scores[n][seed]["rollout"]) for seed in common]) for n in (base, name)]
+            rows[name]["vs_" + base] = paired_comparison(*grid)
+            rows[name]["speed_vs_" + base] = _ratio(rows[name]["ns_per_day"], rows[base]["ns_per_day"])
     return rows
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _mean_dicts(dicts) -> dict:
+    dicts = [d for d in dicts if d]
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else {}
 
 
 def _ratio(a, b):
@@ -245,19 +296,28 @@ def _ratio(a, b):
 def markdown(rows: dict, args) -> str:
     lines = [f"Budget {args.minutes:g} min of training per model (one CPU thread each); {args.rollout_starts} "
              f"NVE rollouts of {args.rollout_steps} steps from held-out trajectories; float32.", "",
-             "| model | parameters | train min (epochs) | rollout MEPA (eV/Å) | vs MACE (95% CI) | vs egnn_small "
-             "(95% CI) | per species (rollout) | frame force MAE (eV/Å) | ns/day | speed vs MACE |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "Values are means over the training seeds listed; paired comparisons use the seeds both models have "
+             "(start-level bootstrap interval). MD speed: one replica, one thread; measured "
+             f"{_speed_note(rows)}.", "",
+             "| model | seeds | parameters | train min (epochs) | rollout MEPA (eV/Å) | vs MACE (95% CI) | vs "
+             "egnn_small (95% CI) | per species (rollout) | frame force MAE (eV/Å) | ns/day | speed vs MACE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         versus = _versus(r.get("vs_mace"))
         recipe = _versus(r.get("vs_egnn_small"))
         species = ", ".join(f"{k} {v:.3f}" for k, v in r["rollout_mepa_per_species"].items())
         speed = f"{r['speed_vs_mace']:.1f}x" if r.get("speed_vs_mace") else ""
         failed = f" ({r['rollout_failed']} failed)" if r["rollout_failed"] else ""
-        lines.append(f"| {name} | {r['parameters'] or ''} | {r['train_minutes']:.1f} ({r['epochs']}) | "
+        seeds = ",".join(str(s) for s in r["seeds"])
+        lines.append(f"| {name} | {seeds} | {r['parameters'] or ''} | {r['train_minutes']:.1f} ({r['epochs']:.0f}) | "
                      f"{r['rollout_mepa']:.4f}{failed} | {versus} | {recipe} | {species} | "
                      f"{_g(r['frame_force_mae'])} | {_g(r['ns_per_day'], 2)} | {speed} |")
     return "\n".join(lines)
+
+
+def _speed_note(rows: dict) -> str:
+    how = {r["speed_measured"] for r in rows.values()}
+    return how.pop() if len(how) == 1 else "partly during each evaluation (beside other jobs), partly alone"
 
 
 def _versus(c: dict | None) -> str:
@@ -305,8 +365,11 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--recipe", action="append", default=[],
                         help="an extra EGNN recipe NAME=KEY=VALUE[,KEY=VALUE...] on top of demo.yaml")
     parser.add_argument("--only", help="run this one contender's stages (side-by-side runs, one per core)")
-    parser.add_argument("--stages", default="train,eval,report", help="train, eval, report (comma-separated)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of every model")
+    parser.add_argument("--stages", default="train,eval,report",
+                        help="train, eval, speed (every finished model's MD speed, one after another; run it "
+                        "alone; writes the report too), report (comma-separated)")
+    parser.add_argument("--seed", default="0", help="training seed(s) of every model, comma-separated: each seed is a "
+                        "separate training; the report pools the seeds that finished")
     parser.add_argument("--set", action="append", default=[], help="config override for every EGNN recipe")
     parser.add_argument("--mace-channels", type=int, default=32)
     parser.add_argument("--mace-max-l", type=int, default=1)
@@ -324,6 +387,10 @@ def parse(argv=None) -> argparse.Namespace:
         recipes[name] = keys.split(",")
     args.recipes = recipes
     args.cached_only = False
+    try:
+        args.seeds = [int(s) for s in args.seed.split(",") if s]
+    except ValueError:
+        parser.error(f"--seed {args.seed!r}: give integers separated by commas")
     args.names = [n for n in args.contenders.split(",") if n]
     unknown = [n for n in [*args.names, *([args.only] if args.only else [])] if n != "mace" and n not in recipes]
     if unknown:
@@ -331,32 +398,41 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+def _seeded(args, seed: int) -> argparse.Namespace:
+    """``args`` for one training seed (``args.seed`` is what a training stage reads)."""
+    return argparse.Namespace(**{**vars(args), "seed": seed})
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     stages = set(args.stages.split(","))
     names = [args.only] if args.only else args.names
     cutoff = EGNN_PRESETS[load_config(CONFIG).model.preset]["cutoff"]  # MACE gets the EGNN's r_max
-    runs, scores = {}, {}
     for name in names:
-        if "train" in stages or "eval" in stages:
-            runs[name] = _train(args, name, cutoff)
-        if "eval" in stages:
-            scores[name] = score(args, name, runs[name])
-    if "report" not in stages:
+        for seed in args.seeds:
+            if "train" in stages or "eval" in stages:
+                run = _train(_seeded(args, seed), name, cutoff)
+            if "eval" in stages:
+                score(_seeded(args, seed), name, run)
+    if not stages & {"speed", "report"}:
         return
     args.cached_only = True  # the report gathers finished stages only
-    runs = {n: _train(args, n, cutoff) for n in args.names}
-    scores = {n: score(args, n, r) for n, r in runs.items() if r is not None}
-    missing = [n for n in args.names if scores.get(n) is None]
-    if missing:
-        print(f"not finished yet, left out of the report: {', '.join(missing)}")
-    runs = {n: r for n, r in runs.items() if scores.get(n) is not None}
-    scores = {n: s for n, s in scores.items() if s is not None}
-    rows = summarize(runs, scores)
+    runs, scores = {}, {}
+    for name in args.names:
+        for seed in args.seeds:
+            run = _train(_seeded(args, seed), name, cutoff)
+            result = score(_seeded(args, seed), name, run) if run is not None else None
+            if result is None:
+                print(f"not finished yet, left out of the report: {name} seed {seed}")
+                continue
+            runs.setdefault(name, {})[seed], scores.setdefault(name, {})[seed] = run, result
+    args.cached_only = "speed" not in stages
+    rows = summarize(runs, scores, quiet_speed(args, runs))
     table = markdown(rows, args)
     atomic_write_text(args.out / "table.md", table + "\n")
     plot_pareto(rows, args.out / "pareto.png")
-    curves = {n: np.asarray(s["rollout"]["curves"]["mepa"]) for n, s in scores.items()}
+    curves = {n: np.mean([s["rollout"]["curves"]["mepa"] for s in by_seed.values()], axis=0)
+              for n, by_seed in scores.items()}
     timestep = _split_data(args)[0][0].timestep_fs
     plot_mepa_vs_step(curves, args.out / "mepa_vs_step.png", timestep_fs=timestep)
     atomic_write_text(args.out / "results.json", json.dumps(
