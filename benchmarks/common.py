@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -111,3 +113,78 @@ def mace_frames(trajectories, indices, stride: int) -> list:
 
 def per_start_means(rollout: dict) -> np.ndarray:
     return np.asarray(rollout["curves"]["per_start_mepa"], dtype=np.float64).mean(axis=1)
+
+
+# ------------------------------------------------------------------------------------------------------ MACE
+def mace_run_train_exe() -> str | None:
+    """``mace_run_train`` of this Python's environment (else of the PATH), or None when mace-torch is absent."""
+    here = shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
+    return here or shutil.which("mace_run_train")
+
+
+def run_mace_train(path: Path, train: list, valid: list | float, *, channels: int, max_l: int, r_max: float,
+                   seed: int, max_epochs: int, minutes: float | None = None, device: str = "cpu",
+                   threads: int | None = None, extra: tuple[str, ...] = ()) -> dict:
+    """``mace_run_train`` with its defaults, from scratch (no foundation model), in ``path`` (``mace.model``).
+
+    ``train`` and a list ``valid`` are ``Atoms`` with ``REF_energy``/``REF_forces`` (:func:`mace_frames`); a float
+    ``valid`` is MACE's own random validation fraction of ``train``. The budget is ``max_epochs``, or ``minutes``
+    of wall time (spent time is kept in ``spent_s.json``, so a rerun continues the budget): MACE has no time
+    limit, so it is stopped then and finished from its latest checkpoint (saved on every improvement of the
+    validation loss, EMA weights when ``--ema`` is in ``extra``) with ``--restart_latest``. ``threads`` pins
+    OpenMP/MKL. Returns the command, epochs run, training minutes and frame count.
+    """
+    import ase.io
+
+    exe = mace_run_train_exe()
+    if exe is None:
+        raise SystemExit("mace_run_train not found (pip install 'longmd[mace]')")
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "train.xyz").exists():
+        if not isinstance(valid, float):
+            ase.io.write(path / "valid.xyz", valid)
+        ase.io.write(path / "train.xyz", train)
+    validation = [f"--valid_fraction={valid}"] if isinstance(valid, float) else [f"--valid_file={path / 'valid.xyz'}"]
+    cmd = [exe, "--name=mace", f"--train_file={path / 'train.xyz'}", *validation, "--E0s=average", "--model=MACE",
+           f"--num_channels={channels}", f"--max_L={max_l}", f"--r_max={r_max}", f"--device={device}",
+           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={seed}",
+           "--restart_latest", *extra]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    spent_file = path / "spent_s.json"
+    spent = json.loads(spent_file.read_text())["s"] if spent_file.exists() else 0.0
+    with open(path / "train.log", "a") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen([*cmd, f"--max_num_epochs={max_epochs}"], cwd=path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=None if minutes is None else max(1.0, 60 * minutes - spent))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+        spent += time.perf_counter() - start
+        atomic_write_text(spent_file, json.dumps({"s": spent}) + "\n")
+        if proc.returncode and minutes is None:
+            raise SystemExit(f"mace_run_train failed (exit {proc.returncode}); see {path / 'train.log'}")
+        if not (path / "mace.model").exists() or proc.returncode:
+            # the loop ends at once (epoch >= max_num_epochs); MACE then writes its model from that checkpoint
+            subprocess.run([*cmd, f"--max_num_epochs={_mace_latest_epoch(path)}"], cwd=path, env=env, stdout=log,
+                           stderr=subprocess.STDOUT, check=True)
+    return {"command": " ".join(cmd), "epochs": _mace_epochs_run(path / "train.log"),
+            "best_epoch": _mace_latest_epoch(path), "train_minutes": spent / 60,
+            "frames": len(ase.io.read(path / "train.xyz", index=":"))}
+
+
+def _mace_latest_epoch(path: Path) -> int:
+    """The epoch of MACE's latest checkpoint (``checkpoints/mace_run-SEED_epoch-N.pt``, its best validation loss
+    so far): restarted with ``--max_num_epochs=N`` MACE trains no further and writes that model."""
+    names = sorted(path.glob("checkpoints/*_epoch-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    if not names:
+        raise SystemExit(f"MACE saved no checkpoint within the budget (see {path / 'train.log'})")
+    return int(names[-1].stem.rsplit("-", 1)[1])
+
+
+def _mace_epochs_run(log: Path) -> int:
+    """Epochs MACE finished (its log has one ``Epoch N:`` validation line per epoch)."""
+    return sum(" Epoch " in line and "loss=" in line for line in log.read_text().splitlines())

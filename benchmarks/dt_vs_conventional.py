@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import mace_frames, write_json
+from common import mace_frames, mace_run_train_exe, run_mace_train, write_json
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.analysis.rollout_test import rollout_errors
 from longmd.config import load_config
@@ -76,30 +73,20 @@ def train_variants(args) -> dict[str, dict]:
 
 
 def train_mace(args, trajectories, split, cutoff: float) -> dict | None:
-    """MACE from scratch through ``mace_run_train`` (no foundation model, nothing downloaded)."""
-    exe = shutil.which("mace_run_train") or shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
-    if exe is None or args.no_mace:
+    """MACE from scratch through ``mace_run_train`` (:func:`common.run_mace_train`; nothing downloaded), on
+    the conventional EGNN's data: every non-test trajectory, MACE's own random 5 % for validation."""
+    if mace_run_train_exe() is None or args.no_mace:
         return None
-    import ase.io
-
     out = (args.out / "mace").resolve()  # mace_run_train runs inside it
     previous = out / "mace.json"
     if args.reuse and (out / "mace.model").exists() and previous.exists():
         print(f"== reusing the finished MACE run {out}")
         return json.loads(previous.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    # The conventional EGNN's data: every non-test trajectory, MACE's own random 5% for validation.
     frames = mace_frames(trajectories, [t for t in range(len(trajectories)) if t not in split.subsets["test"]],
                          args.mace_stride)
-    ase.io.write(out / "train.xyz", frames)
-    cmd = [exe, "--name=mace", f"--train_file={out / 'train.xyz'}", "--valid_fraction=0.05",
-           "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",
-           f"--r_max={cutoff}", f"--max_num_epochs={args.mace_epochs}", "--batch_size=8", f"--device={args.device}",
-           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={args.seed}"]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=out, check=True)
-    run = {"model": str(out / "mace.model"), "command": " ".join(cmd), "epochs": args.mace_epochs,
-           "frames": len(frames), "frame_stride": args.mace_stride, "train_minutes": (time.perf_counter() - start) / 60}
+    run = run_mace_train(out, frames, 0.05, channels=args.mace_channels, max_l=args.mace_max_l, r_max=cutoff,
+                         seed=args.seed, max_epochs=args.mace_epochs, device=args.device, extra=("--batch_size=8",))
+    run = {"model": str(out / "mace.model"), **run, "epochs": args.mace_epochs, "frame_stride": args.mace_stride}
     previous.write_text(json.dumps(run, indent=2) + "\n")
     return run
 

@@ -40,18 +40,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import done, environment, mace_frames, mark_done, minutes_left, per_start_means, records, stage_dir
+from common import (
+    done,
+    environment,
+    mace_frames,
+    mark_done,
+    minutes_left,
+    per_start_means,
+    records,
+    run_mace_train,
+    stage_dir,
+)
 from longmd.analysis.paired import paired_comparison
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.atomic import atomic_write_text
@@ -139,66 +144,22 @@ def _data(args) -> list[str]:
 
 
 def train_mace(args, cutoff: float) -> dict | None:
-    """``mace_run_train`` with its defaults under the wall budget: stopped when it is spent, then finished from
-    its last checkpoint (saved on every improvement of the validation loss) with ``--restart_latest``."""
-    exe = shutil.which("mace_run_train") or shutil.which("mace_run_train", path=str(Path(sys.executable).parent))
-    if exe is None:
-        raise SystemExit("vs_mace: mace_run_train not found (pip install 'longmd[mace]')")
+    """``mace_run_train`` with its defaults plus EMA (decay 0.99), on one thread, validated on the validation
+    trajectories' frames, within the wall budget (:func:`common.run_mace_train`)."""
     settings = {"contender": "mace", "minutes": args.minutes, "data": args.data, "seed": args.seed,
                 "channels": args.mace_channels, "max_L": args.mace_max_l, "stride": args.mace_stride,
                 "cutoff": cutoff}
     path, result = _stage(args, "train_mace", settings)
     if result is not None or args.cached_only:
         return result
-    import ase.io
-
     trajectories, split = _split_data(args)
-    if not (path / "train.xyz").exists():
-        ase.io.write(path / "valid.xyz", mace_frames(trajectories, split.subsets["val"], args.mace_stride))
-        ase.io.write(path / "train.xyz", mace_frames(trajectories, split.subsets["train"], args.mace_stride))
-    cmd = [exe, "--name=mace", f"--train_file={path / 'train.xyz'}", f"--valid_file={path / 'valid.xyz'}",
-           "--E0s=average", "--model=MACE", f"--num_channels={args.mace_channels}", f"--max_L={args.mace_max_l}",
-           f"--r_max={cutoff}", "--device=cpu", "--energy_key=REF_energy",
-           "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={args.seed}", "--ema", "--ema_decay=0.99",
-           "--restart_latest"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core, as every contender
-    spent_file = path / "spent_s.json"
-    spent = json.loads(spent_file.read_text())["s"] if spent_file.exists() else 0.0
-    print(f"== train mace ({args.minutes:g} min budget, {spent / 60:.1f} spent) -> {path}", flush=True)
-    with open(path / "train.log", "a") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen([*cmd, f"--max_num_epochs={args.mace_max_epochs}"], cwd=path, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            proc.wait(timeout=max(1.0, 60 * args.minutes - spent))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-        spent += time.perf_counter() - start
-        atomic_write_text(spent_file, json.dumps({"s": spent}) + "\n")
-        best_epoch = _mace_epochs(path)
-        if not (path / "mace.model").exists() or proc.returncode:
-            # the loop ends at once (epoch >= max_num_epochs); MACE then writes its model from that checkpoint
-            subprocess.run([*cmd, f"--max_num_epochs={best_epoch}"], cwd=path, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
-    return mark_done(path, {"kind": "mace", "model": f"mace:{path / 'mace.model'}",
-                            "epochs": _mace_epochs_run(path / "train.log"), "best_epoch": best_epoch,
-                            "train_minutes": spent / 60, "command": " ".join(cmd),
-                            "frames": len(ase.io.read(path / "train.xyz", index=":"))})
-
-
-def _mace_epochs(path: Path) -> int:
-    """The epoch of MACE's latest checkpoint (``checkpoints/mace_run-SEED_epoch-N.pt``, EMA weights of its best
-    validation loss so far): restarted with ``--max_num_epochs=N`` MACE trains no further and writes it."""
-    names = sorted(path.glob("checkpoints/*_epoch-*.pt"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
-    if not names:
-        raise SystemExit(f"vs_mace: MACE saved no checkpoint within the budget (see {path / 'train.log'})")
-    return int(names[-1].stem.rsplit("-", 1)[1])
-
-
-def _mace_epochs_run(log: Path) -> int:
-    """Epochs MACE finished within the budget (its log has one ``Epoch N:`` validation line per epoch)."""
-    return sum(" Epoch " in line and "loss=" in line for line in log.read_text().splitlines())
+    print(f"== train mace ({args.minutes:g} min budget) -> {path}", flush=True)
+    run = run_mace_train(path, mace_frames(trajectories, split.subsets["train"], args.mace_stride),
+                         mace_frames(trajectories, split.subsets["val"], args.mace_stride),
+                         channels=args.mace_channels, max_l=args.mace_max_l, r_max=cutoff, seed=args.seed,
+                         max_epochs=args.mace_max_epochs, minutes=args.minutes, threads=1,
+                         extra=("--ema", "--ema_decay=0.99"))
+    return mark_done(path, {"kind": "mace", "model": f"mace:{path / 'mace.model'}", **run})
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -5,8 +5,7 @@ first validation (pyproject's dev extra keeps MACE below it)."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import json
 import sys
 from pathlib import Path
 
@@ -23,27 +22,43 @@ from longmd.models.base import predict  # noqa: E402
 from longmd.models.io import open_model  # noqa: E402
 from longmd.neighbors import batched_neighbor_list  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import mace_run_train_exe, run_mace_train  # noqa: E402
 
-def test_mace_run_train_trains_and_longmd_runs_its_model(emt_data, tmp_path) -> None:
-    exe = shutil.which("mace_run_train", path=str(Path(sys.executable).parent)) or shutil.which("mace_run_train")
-    if exe is None:
-        pytest.skip("mace_run_train is not on the PATH")
+SIZE = {"channels": 8, "max_l": 0, "r_max": 4.0, "seed": 0, "threads": 1}
+
+
+def _frames(emt_data) -> list:
     frames = ase.io.read(emt_data, index="::10")
     for atoms in frames:
         atoms.info["REF_energy"] = atoms.get_potential_energy()
         atoms.arrays["REF_forces"] = atoms.get_forces()
         atoms.calc = None
-    ase.io.write(tmp_path / "train.xyz", frames[:12])
-    ase.io.write(tmp_path / "valid.xyz", frames[12:])
-    cmd = [exe, "--name=tiny", "--train_file=train.xyz", "--valid_file=valid.xyz", "--E0s=average",
-           "--model=MACE", "--num_channels=8", "--max_L=0", "--r_max=4.0", "--max_num_epochs=1", "--batch_size=4",
-           "--device=cpu", "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32",
-           "--ema", "--ema_decay=0.99", "--seed=0"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    model = open_model(f"mace:{tmp_path / 'tiny.model'}")
+    return frames
+
+
+@pytest.fixture
+def exe() -> str:
+    found = mace_run_train_exe()
+    if found is None:
+        pytest.skip("mace_run_train is not on the PATH")
+    return found
+
+
+def test_mace_run_train_trains_and_longmd_runs_its_model(exe, emt_data, tmp_path) -> None:
+    frames = _frames(emt_data)
+    run = run_mace_train(tmp_path, frames[:12], frames[12:], max_epochs=1, extra=("--batch_size=4", "--ema"), **SIZE)
+    assert run["epochs"] == 1 and run["frames"] == 12 and "--ema" in run["command"]
+    model = open_model(f"mace:{tmp_path / 'mace.model'}")
     atoms = frames[0]
     state = MDState.from_atoms([atoms], dtype=torch.float32)
     edges, shifts = batched_neighbor_list(state.positions, state.cell, state.pbc, state.system, model.cutoff)
     out = predict(model.float(), Graph(state.positions, state.numbers, state.cell, state.system, edges, shifts))
     assert out.forces.shape == (len(atoms), 3) and np.isfinite(out.forces.detach().numpy()).all()
+
+
+def test_a_budget_spent_before_any_checkpoint_is_a_clear_error(exe, emt_data, tmp_path) -> None:
+    frames = _frames(emt_data)
+    with pytest.raises(SystemExit, match="no checkpoint within the budget"):
+        run_mace_train(tmp_path, frames[:12], 0.2, max_epochs=100, minutes=1 / 60, **SIZE)
+    assert 1.0 <= json.loads((tmp_path / "spent_s.json").read_text())["s"] < 30.0  # the budget is kept for reruns
