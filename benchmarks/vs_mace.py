@@ -39,6 +39,7 @@ pairs comparisons over common seeds). MD speeds measured during evaluations besi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -194,7 +195,7 @@ def quiet_speed(args, runs: dict) -> dict:
     """MD speed of every finished model (first seed) measured one after another in one process (stage ``speed``):
     run it alone on the machine, so that all models see the same load. ``{name: speed part}``."""
     models = {name: by_seed[min(by_seed)]["model"] for name, by_seed in runs.items()}
-    opts = eval_options(args)
+    opts = dataclasses.replace(eval_options(args), speed_steps=args.quiet_speed_steps)
     path, result = _stage(args, "speed", {"models": models, "options": opts.to_dict(), "data": args.data})
     if result is not None or args.cached_only:
         return result or {}
@@ -339,7 +340,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--rollout-starts", type=int, default=64)
     parser.add_argument("--rollout-steps", type=int, default=300)
     parser.add_argument("--frames-max", type=int, default=400, help="held-out frames scored (0 = all)")
-    parser.add_argument("--speed-steps", type=int, default=50)
+    parser.add_argument("--speed-steps", type=int, default=50, help="timed MD steps of each evaluation's speed part")
+    parser.add_argument("--quiet-speed-steps", type=int, default=300, help="timed MD steps per model, stage speed")
     parser.add_argument("--test-seed", type=int, default=0, help="seed of the rollout starts (keep fixed)")
     args = parser.parse_args(argv)
     recipes = dict(RECIPES)
