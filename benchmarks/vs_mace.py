@@ -97,7 +97,7 @@ RECIPES: dict[str, list[str]] = {
     "egnn_paper": ["model.preset=paper", "training.mode=conventional", "training.max_epochs_per_s=null"],
 }
 RECIPES_MEASURED = ("egnn_small", "egnn_small_dt", "egnn_small_patient", "egnn_small_patient_dt", "egnn_small_ema",
-                    "egnn_small_mae")
+                    "egnn_small_mae", "egnn_small_patient_ema", "egnn_medium_patient")
 PARTS = ("rollout", "frames", "speed")
 
 
