@@ -124,21 +124,24 @@ def mace_run_train_exe() -> str | None:
 
 def run_mace_train(path: Path, train: list, valid: list | float, *, channels: int, max_l: int, r_max: float,
                    seed: int, max_epochs: int, minutes: float | None = None, device: str = "cpu",
-                   threads: int | None = None, extra: tuple[str, ...] = ()) -> dict:
+                   threads: int | None = None, extra: tuple[str, ...] = (), resume: bool = False) -> dict:
     """``mace_run_train`` with its defaults, from scratch (no foundation model), in ``path`` (``mace.model``).
 
     ``train`` and a list ``valid`` are ``Atoms`` with ``REF_energy``/``REF_forces`` (:func:`mace_frames`); a float
     ``valid`` is MACE's own random validation fraction of ``train``. The budget is ``max_epochs``, or ``minutes``
-    of wall time (spent time is kept in ``spent_s.json``, so a rerun continues the budget): MACE has no time
-    limit, so it is stopped then and finished from its latest checkpoint (saved on every improvement of the
-    validation loss, EMA weights when ``--ema`` is in ``extra``) with ``--restart_latest``. ``threads`` pins
-    OpenMP/MKL. Returns the command, epochs run, training minutes and frame count.
+    of wall time: MACE has no time limit, so it is stopped then and finished from its latest checkpoint (saved on
+    every improvement of the validation loss, EMA weights when ``--ema`` is in ``extra``) with
+    ``--restart_latest``. ``resume`` continues what ``path`` holds (its frames, checkpoints and the budget already
+    spent, ``spent_s.json``); otherwise ``path`` is emptied first. ``threads`` pins OpenMP/MKL. Returns the
+    command, epochs run, training minutes and frame count.
     """
     import ase.io
 
     exe = mace_run_train_exe()
     if exe is None:
         raise SystemExit("mace_run_train not found (pip install 'longmd[mace]')")
+    if not resume and path.exists():
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     if not (path / "train.xyz").exists():
         if not isinstance(valid, float):
@@ -147,32 +150,40 @@ def run_mace_train(path: Path, train: list, valid: list | float, *, channels: in
     validation = [f"--valid_fraction={valid}"] if isinstance(valid, float) else [f"--valid_file={path / 'valid.xyz'}"]
     cmd = [exe, "--name=mace", f"--train_file={path / 'train.xyz'}", *validation, "--E0s=average", "--model=MACE",
            f"--num_channels={channels}", f"--max_L={max_l}", f"--r_max={r_max}", f"--device={device}",
-           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={seed}",
-           "--restart_latest", *extra]
+           "--energy_key=REF_energy", "--forces_key=REF_forces", "--default_dtype=float32", f"--seed={seed}", *extra]
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     spent_file = path / "spent_s.json"
     spent = json.loads(spent_file.read_text())["s"] if spent_file.exists() else 0.0
-    with open(path / "train.log", "a") as log:
-        start = time.perf_counter()
-        proc = subprocess.Popen([*cmd, f"--max_num_epochs={max_epochs}"], cwd=path, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    command = [*cmd, *(["--restart_latest"] if resume else []), f"--max_num_epochs={max_epochs}"]
+    log_path = path / "train.log"
+    print(f"mace_run_train -> {log_path}", flush=True)
+    with open(log_path, "a") as log:
+        start, stopped = time.perf_counter(), False
+        proc = subprocess.Popen(command, cwd=path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # its own process group: the budget stops all of it
         try:
             proc.wait(timeout=None if minutes is None else max(1.0, 60 * minutes - spent))
         except subprocess.TimeoutExpired:
+            stopped = True
+        except BaseException:  # Ctrl-C or any error here: leave no trainer behind
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        if stopped:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
         spent += time.perf_counter() - start
         atomic_write_text(spent_file, json.dumps({"s": spent}) + "\n")
-        if proc.returncode and minutes is None:
-            raise SystemExit(f"mace_run_train failed (exit {proc.returncode}); see {path / 'train.log'}")
-        if not (path / "mace.model").exists() or proc.returncode:
+        if proc.returncode and not stopped:
+            raise SystemExit(f"mace_run_train failed (exit {proc.returncode}); see {log_path}")
+        if stopped or not (path / "mace.model").exists():
             # the loop ends at once (epoch >= max_num_epochs); MACE then writes its model from that checkpoint
-            subprocess.run([*cmd, f"--max_num_epochs={_mace_latest_epoch(path)}"], cwd=path, env=env, stdout=log,
-                           stderr=subprocess.STDOUT, check=True)
-    return {"command": " ".join(cmd), "epochs": _mace_epochs_run(path / "train.log"),
-            "best_epoch": _mace_latest_epoch(path), "train_minutes": spent / 60,
+            subprocess.run([*cmd, "--restart_latest", f"--max_num_epochs={_mace_latest_epoch(path)}"], cwd=path,
+                           env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    return {"command": " ".join(command), "epochs": _mace_epochs_run(log_path),
+            "best_epoch": _mace_latest_epoch(path), "train_minutes": spent / 60, "stopped_by_budget": stopped,
             "frames": len(ase.io.read(path / "train.xyz", index=":"))}
 
 

@@ -159,7 +159,7 @@ def train_mace(args, cutoff: float) -> dict | None:
                          mace_frames(trajectories, split.subsets["val"], args.mace_stride),
                          channels=args.mace_channels, max_l=args.mace_max_l, r_max=cutoff, seed=args.seed,
                          max_epochs=args.mace_max_epochs, minutes=args.minutes, threads=1,
-                         extra=("--ema", "--ema_decay=0.99"))
+                         extra=("--ema", "--ema_decay=0.99"), resume=True)
     return mark_done(path, {"kind": "mace", "model": f"mace:{path / 'mace.model'}", **run})
 
 
@@ -196,7 +196,11 @@ def quiet_speed(args, runs: dict) -> dict:
     run it alone on the machine, so that all models see the same load. ``{name: speed part}``."""
     models = {name: by_seed[min(by_seed)]["model"] for name, by_seed in runs.items()}
     opts = dataclasses.replace(eval_options(args), speed_steps=args.quiet_speed_steps)
-    path, result = _stage(args, "speed", {"models": models, "options": opts.to_dict(), "data": args.data})
+    timing = {k: v for k, v in opts.to_dict().items() if k.startswith("speed_") or k in ("dtype", "threads", "skin")}
+    path, result = _stage(args, "speed", {"models": models, "timing": timing, "data": args.data})
+    if result is None and args.cached_only:
+        print("no speed stage for this set of models: speeds from the evaluations (beside other jobs); "
+              "run --stages speed alone for comparable speeds")
     if result is not None or args.cached_only:
         return result or {}
     trajectories, split = _split_data(args)
@@ -351,9 +355,14 @@ def parse(argv=None) -> argparse.Namespace:
     args.recipes = recipes
     args.cached_only = False
     try:
-        args.seeds = [int(s) for s in args.seed.split(",") if s]
+        args.seeds = [int(s) for s in args.seed.split(",") if s.strip()]
     except ValueError:
+        args.seeds = []
+    if not args.seeds:
         parser.error(f"--seed {args.seed!r}: give integers separated by commas")
+    unknown_stages = set(args.stages.split(",")) - {"train", "eval", "speed", "report"}
+    if unknown_stages:
+        parser.error(f"unknown stages {sorted(unknown_stages)}: train, eval, speed, report")
     args.names = [n for n in args.contenders.split(",") if n]
     unknown = [n for n in [*args.names, *([args.only] if args.only else [])] if n != "mace" and n not in recipes]
     if unknown:
@@ -373,10 +382,10 @@ def main(argv=None) -> None:
     cutoff = EGNN_PRESETS[load_config(CONFIG).model.preset]["cutoff"]  # MACE gets the EGNN's r_max
     for name in names:
         for seed in args.seeds:
-            if "train" in stages or "eval" in stages:
+            if stages & {"train", "eval"}:  # eval trains first what has not finished training
                 run = _train(_seeded(args, seed), name, cutoff)
-            if "eval" in stages:
-                score(_seeded(args, seed), name, run)
+                if "eval" in stages:
+                    score(_seeded(args, seed), name, run)
     if not stages & {"speed", "report"}:
         return
     args.cached_only = True  # the report gathers finished stages only

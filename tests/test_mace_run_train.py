@@ -62,3 +62,18 @@ def test_a_budget_spent_before_any_checkpoint_is_a_clear_error(exe, emt_data, tm
     with pytest.raises(SystemExit, match="no checkpoint within the budget"):
         run_mace_train(tmp_path, frames[:12], 0.2, max_epochs=100, minutes=1 / 60, **SIZE)
     assert 1.0 <= json.loads((tmp_path / "spent_s.json").read_text())["s"] < 30.0  # the budget is kept for reruns
+
+
+def test_a_run_stopped_by_its_budget_is_finished_from_its_latest_checkpoint(exe, emt_data, tmp_path) -> None:
+    frames = _frames(emt_data)
+    run_mace_train(tmp_path, frames[:12], frames[12:], max_epochs=2, **SIZE)  # leaves checkpoints
+    (tmp_path / "mace.model").unlink()
+    spent = json.loads((tmp_path / "spent_s.json").read_text())["s"]
+    # resumed with the budget already spent: stopped after 1 s, then written from the latest checkpoint
+    run = run_mace_train(tmp_path, frames[:12], frames[12:], max_epochs=100, minutes=spent / 60, resume=True, **SIZE)
+    assert run["stopped_by_budget"] and run["best_epoch"] >= 0 and (tmp_path / "mace.model").exists()
+    assert run["train_minutes"] > spent / 60
+    open_model(f"mace:{tmp_path / 'mace.model'}")
+    # without resume the folder starts afresh: no stale frames, checkpoints or budget
+    run_mace_train(tmp_path, frames[:11], 0.2, max_epochs=1, extra=("--batch_size=4",), **SIZE)
+    assert len(ase.io.read(tmp_path / "train.xyz", index=":")) == 11 and not (tmp_path / "valid.xyz").exists()

@@ -47,5 +47,6 @@ def test_quiet_speeds_replace_the_evaluations():
 
 def test_seed_list_parsed_and_checked():
     assert vs_mace.parse(["--seed", "0,2"]).seeds == [0, 2]
-    with pytest.raises(SystemExit):
-        vs_mace.parse(["--seed", "zero"])
+    for bad in (["--seed", "zero"], ["--seed", ","], ["--stages", "sped"]):
+        with pytest.raises(SystemExit):
+            vs_mace.parse(bad)
