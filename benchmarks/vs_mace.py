@@ -93,6 +93,10 @@ RECIPES: dict[str, list[str]] = {
     # width 64 (71,553 parameters, near MACE-32's 84k) on the patient schedule: the small one converges in ~14 min
     "egnn_medium_patient": ["model.options={hidden: 64, n_rff: 64}", "training.mode=conventional",
                             "training.max_epochs_per_s=null", "training.patience=5", "training.min_lr=1e-4"],
+    # width 64 with the patient schedule and EMA together
+    "egnn_medium_patient_ema": ["model.options={hidden: 64, n_rff: 64}", "training.mode=conventional",
+                                "training.max_epochs_per_s=null", "training.patience=5", "training.min_lr=1e-4",
+                                "training.ema_decay=0.99"],
     # the DT paper's EGNN size (513,281 parameters), trained as egnn_small
     "egnn_paper": ["model.preset=paper", "training.mode=conventional", "training.max_epochs_per_s=null"],
 }
