@@ -117,8 +117,8 @@ class TrainingConfig:
     max_minutes: float | None = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)",
                                        0)
     grad_clip: float = option(1.0, "gradient-norm clip (0 = off)", 0)
-    ema_decay: float = option(0.0, "exponential moving average of the weights, used for validation and every "
-                              "saved model (MACE's --ema; 0 = off, e.g. 0.99)", 0, below=1)
+    ema_decay: float = option(0.99, "exponential moving average of the weights, used for validation and every "
+                              "saved model (MACE's --ema, 0.99; 0 = off, as the DT paper)", 0, below=1)
     val_length: int = option(60, "frames of each validation rollout (the paper: 60)", 1)
     val_windows: int = option(16, "number of fixed validation rollouts", 1)
     val_batch_size: int = option(64, "validation rollouts run together", 1)
