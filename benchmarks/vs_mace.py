@@ -130,8 +130,9 @@ def _train(args, name: str, cutoff: float) -> dict | None:
 
 
 def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
+    recipe = [*BASE, *_data(args), f"training.seed={args.seed}", *overrides, *args.set]
     # keyed by the resolved config too: an edit of the demo config is a new run, not a stale cached one
-    resolved = load_config(CONFIG, [*BASE, *_data(args), *overrides, *args.set]).to_dict()
+    resolved = load_config(CONFIG, recipe).to_dict()
     resolved.pop("out")
     settings = {"contender": name, "overrides": overrides, "minutes": args.minutes, "data": args.data,
                 "seed": args.seed, "set": args.set, "config": resolved}
@@ -140,8 +141,7 @@ def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
         return result
     run = path / "run"
     left = minutes_left(args.minutes, records(run))
-    cfg = load_config(CONFIG, [*BASE, *_data(args), f"training.seed={args.seed}", *overrides, *args.set,
-                               f"training.max_minutes={max(left, 0.0)}", f"out={run}"])
+    cfg = load_config(CONFIG, [*recipe, f"training.max_minutes={max(left, 0.0)}", f"out={run}"])
     resume = (run / CHECKPOINT).exists()
     print(f"== train {name} ({args.minutes:g} min budget) -> {run}" + (" (resumed)" if resume else ""), flush=True)
     if left > 0:
