@@ -92,11 +92,6 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
 
 
-def minutes_left(budget: float, spent_records: list[dict]) -> float:
-    """Wall minutes of ``budget`` not yet spent by these epochs (so a resumed stage keeps its budget)."""
-    return budget - sum(r["epoch_time_s"] for r in spent_records) / 60
-
-
 def mace_frames(trajectories, indices, stride: int) -> list:
     """Every ``stride``-th frame of the trajectories ``indices`` as ``Atoms`` with ``REF_energy`` and
     ``REF_forces`` (the keys ``mace_run_train`` is told to read), no calculator attached."""

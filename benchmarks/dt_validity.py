@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import done, environment, mark_done, minutes_left, per_start_means, records, stage_dir
+from common import done, environment, mark_done, per_start_means, records, stage_dir
 from longmd.analysis.paired import bootstrap_curve_band, paired_comparison
 from longmd.analysis.plots import plot_mepa_vs_step
 from longmd.atomic import atomic_write_text
@@ -99,14 +99,12 @@ def converge(args, root: Path, seed: int, fraction: float) -> tuple[Path, dict]:
     if (result := done(path)) is not None:
         return path, result
     run = path / "run"
-    left = minutes_left(args.converge_minutes, records(run))
     cfg = training_config(args, seed, fraction, run, "training.mode=dynamic", "training.s_max=1",
                           "training.max_epochs_per_s=null", f"training.max_epochs={args.converge_epochs}",
-                          f"training.max_minutes={max(left, 0.0)}")
+                          f"training.max_minutes={args.converge_minutes}")  # the run's budget, resumes included
     resume = (run / CHECKPOINT).exists()
     print(f"== converge seed {seed} fraction {fraction}: {run}" + (" (resumed)" if resume else ""), flush=True)
-    if left > 0:
-        Trainer(cfg, resume=resume).run()
+    Trainer(cfg, resume=resume).run()
     state = read_checkpoint(run)
     recs = records(run)
     finished = state.get("finished") or ""
@@ -141,15 +139,14 @@ def branch(args, root: Path, name: str, source: dict, converge_key: str, seed: i
     run = path / "run"
     if not (run / CHECKPOINT).exists():
         branch_run(Path(source["run"]), run, changes)
-    spent = [r for r in records(run) if r["epoch"] >= source["epochs"]]
-    left = minutes_left(args.extra_minutes, spent)
+    # budgets count the whole run (as max_epochs): the converged run's epochs plus the branch's own
+    spent = sum(r["epoch_time_s"] for r in records(run) if r["epoch"] >= source["epochs"]) / 60
     cfg = training_config(args, seed, fraction, run, *extra,
                           *[f"training.{k}={json.dumps(v)}" for k, v in changes.items()],
-                          f"training.max_minutes={max(left, 0.0)}")
-    print(f"== branch {name}: {run} (budget {args.extra_epochs} epochs, {left:.1f} of {args.extra_minutes} min left)",
-          flush=True)
-    if left > 0:
-        Trainer(cfg, resume=True, extend=name == "conventional").run()
+                          f"training.max_minutes={source['minutes'] + args.extra_minutes}")
+    print(f"== branch {name}: {run} (budget {args.extra_epochs} epochs, {args.extra_minutes - spent:.1f} of "
+          f"{args.extra_minutes} min left)", flush=True)
+    Trainer(cfg, resume=True, extend=name == "conventional").run()
     recs = [r for r in records(run) if r["epoch"] >= source["epochs"]]
     top = max((r["S"] for r in recs), default=1)
     model = run / f"best_S{top}.pt"

@@ -52,7 +52,6 @@ from common import (
     environment,
     mace_frames,
     mark_done,
-    minutes_left,
     per_start_means,
     records,
     run_mace_train,
@@ -140,12 +139,11 @@ def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     if result is not None or args.cached_only:
         return result
     run = path / "run"
-    left = minutes_left(args.minutes, records(run))
-    cfg = load_config(CONFIG, [*recipe, f"training.max_minutes={max(left, 0.0)}", f"out={run}"])
+    # the budget counts the run's epochs, resumes included (a resumed stage keeps what is left of it)
+    cfg = load_config(CONFIG, [*recipe, f"training.max_minutes={args.minutes}", f"out={run}"])
     resume = (run / CHECKPOINT).exists()
     print(f"== train {name} ({args.minutes:g} min budget) -> {run}" + (" (resumed)" if resume else ""), flush=True)
-    if left > 0:
-        Trainer(cfg, resume=resume).run()
+    Trainer(cfg, resume=resume).run()
     spent = records(run)
     best = min(spent, key=lambda r: r["val_mepa"])
     return mark_done(path, {"kind": "egnn", "model": str(run / "best.pt"), "epochs": len(spent),

@@ -88,7 +88,8 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--extend", action="store_true",
                    help="with --resume: a finished run trains on at its last S (lr reset to training.lr_reset; "
-                   "bound it with --set training.max_epochs=N or training.max_minutes)")
+                   "bound it with --set training.max_epochs=N or training.max_minutes, both counted over the whole "
+                   "run)")
     p.add_argument("--threads", type=int, help=THREADS_HELP + " (overrides training.threads)")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.set_defaults(func=cmd_train)

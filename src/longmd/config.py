@@ -114,8 +114,8 @@ class TrainingConfig:
     min_lr: float = option(2e-6, "learning-rate floor", 0)
     max_epochs_per_s: int | None = option(None, "cap on epochs spent at one S (None = until converged)", 1)
     max_epochs: int | None = option(None, "cap on the total number of epochs (None = no cap)", 0)
-    max_minutes: float | None = option(None, "wall-time budget: stop after the epoch that exceeds it (None = no cap)",
-                                       0)
+    max_minutes: float | None = option(None, "wall-time budget of the whole run (its epochs' time, resumes included): "
+                                       "stop after the epoch that exceeds it (None = no cap)", 0)
     grad_clip: float = option(1.0, "gradient-norm clip (0 = off)", 0)
     ema_decay: float = option(0.99, "exponential moving average of the weights, used for validation and every "
                               "saved model (MACE's --ema, 0.99; 0 = off, as the DT paper)", 0, below=1)

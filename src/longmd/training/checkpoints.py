@@ -68,11 +68,21 @@ def restore_checkpoint(trainer, state: dict[str, Any]) -> None:
         trainer.ema.load_state_dict(state["ema"])
 
 
-def caps_raised(caps: tuple[int, int | None], cfg: Config, finished: str) -> bool:
-    """Whether a resume raised the cap that ended a finished run: ``s_max``, or ``max_epochs_per_s`` when
-    that stop applied (``finished`` is the curriculum's reason)."""
-    s_max, per_s = caps
+BUDGET_STOP = "max_minutes"  # how the reason of a run stopped by its wall-time budget begins
+
+
+def budget_stop(finished: str | None) -> bool:
+    """Whether a run's stop reason is its wall-time budget (``training.max_minutes``)."""
+    return bool(finished) and finished.startswith(BUDGET_STOP)
+
+
+def caps_raised(caps: tuple[int, int | None, float | None], cfg: Config, finished: str) -> bool:
+    """Whether a resume raised the cap that ended a finished run: the budget ``max_minutes`` when that stop
+    applied, else ``s_max``, or ``max_epochs_per_s`` when that stop applied (``finished`` is the stop's reason)."""
+    s_max, per_s, minutes = caps
     t = cfg.training
+    if budget_stop(finished):
+        return minutes is not None and (t.max_minutes is None or t.max_minutes > minutes)
     if t.mode != "conventional" and t.s_max > s_max:
         return True
     raised = per_s is not None and (t.max_epochs_per_s is None or t.max_epochs_per_s > per_s)
@@ -100,7 +110,10 @@ def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None
     config["training"] = training
     config["out"] = str(target)
     state["config"] = config_from_dict(config, f"branch of {source}").to_dict()  # checked like any config
-    state["finished"] = state.get("finished") or f"branched from {source} at epoch {state['epoch']}"
+    # a budget stop too: the branch starts its own phase (the next S, or the last S afresh), it does not go on
+    finished = state.get("finished")
+    state["finished"] = (finished if finished and not budget_stop(finished)
+                         else f"branched from {source} at epoch {state['epoch']}")
     target = Path(target)
     partial = target.with_name(target.name + ".partial")
     if partial.exists():

@@ -44,7 +44,14 @@ from longmd.models.stride import StridePredictor
 from longmd.progress import bars_disabled
 from longmd.runtime import set_threads
 from longmd.training import distributed
-from longmd.training.checkpoints import caps_raised, read_checkpoint, restore_checkpoint, write_checkpoint
+from longmd.training.checkpoints import (
+    BUDGET_STOP,
+    budget_stop,
+    caps_raised,
+    read_checkpoint,
+    restore_checkpoint,
+    write_checkpoint,
+)
 from longmd.training.curriculum import Curriculum
 from longmd.training.ema import WeightAverage
 from longmd.training.losses import LossSettings
@@ -96,11 +103,11 @@ class Trainer:
         log = log or functools.partial(print, flush=True)
         self.log = log = log if self.main else _quiet
         self.checkpoint = None
-        caps = (cfg.training.s_max, cfg.training.max_epochs_per_s)
+        caps = (cfg.training.s_max, cfg.training.max_epochs_per_s, cfg.training.max_minutes)
         if resume:
             self.checkpoint = read_checkpoint(self.out)
             saved = config_from_dict(self.checkpoint["config"], str(self.out / "checkpoint.pt"))
-            caps = (saved.training.s_max, saved.training.max_epochs_per_s)
+            caps = (saved.training.s_max, saved.training.max_epochs_per_s, saved.training.max_minutes)
             cfg = resume_config(saved, cfg, log)
         self.finished = None if self.checkpoint is None else self.checkpoint.get("finished")
         self.extend = extend and bool(self.finished) and not caps_raised(caps, cfg, self.finished)
@@ -281,12 +288,15 @@ class Trainer:
     # ----------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
         if self.nothing_to_do:
+            raise_ = ("training.max_minutes" if budget_stop(self.finished)
+                      else "training.s_max or training.max_epochs_per_s")
             self.log(f"nothing to do: the run in {self.out} finished at epoch {self.epoch} ({self.finished}); "
-                     "raise training.s_max or training.max_epochs_per_s to train further")
+                     f"raise {raise_} to train further")
             return TrainResult(self.out, self.out / "best.pt", self.best["val_mepa"], self.best["S"], self.epoch,
                                self.run_log.records)
-        if self.finished:  # a finished run resumed with a raised cap
-            if self.curriculum.s < self.curriculum.s_max or self.extend:  # s_max raised: the next S; extend: again
+        if self.finished:  # a finished run resumed with a raised cap (a raised budget: the same S goes on)
+            # s_max raised: the next S; extend: the last S again
+            if not budget_stop(self.finished) and (self.curriculum.s < self.curriculum.s_max or self.extend):
                 if self.curriculum.s < self.curriculum.s_max:
                     self.curriculum.advance()
                 else:
@@ -303,7 +313,6 @@ class Trainer:
             f"{len(self.validation.windows)} validation windows of {self.validation.windows[0].length} frames; "
             f"device {self.device}"
         )
-        started = time.perf_counter()
         while True:
             t = self.t
             if t.max_epochs is not None and self.epoch - self.stage_started >= t.max_epochs:
@@ -311,8 +320,11 @@ class Trainer:
                 if self._next_stage():
                     continue
                 break
-            if t.max_minutes is not None and distributed.agree(time.perf_counter() - started > 60 * t.max_minutes):
-                self.log(f"stopping: max_minutes={t.max_minutes} reached")
+            spent = sum(r["epoch_time_s"] for r in self.run_log.records) / 60  # the whole run, resumes included
+            if t.max_minutes is not None and distributed.agree(spent >= t.max_minutes):
+                self.finished = f"{BUDGET_STOP}={t.max_minutes:g} reached ({spent:.1f} min trained)"
+                self.log(f"stopping: {self.finished}")
+                self._save_checkpoint()  # a resume says "nothing to do" unless the budget is raised
                 break
             s = self.curriculum.s
             lr = self.optimizer.param_groups[0]["lr"]
