@@ -43,6 +43,7 @@ from longmd.io.read import read_trajectories  # noqa: E402
 from longmd.models.base import predict  # noqa: E402
 from longmd.models.io import load_model  # noqa: E402
 from longmd.models.registry import build_potential  # noqa: E402
+from longmd.training.run_log import trained_minutes  # noqa: E402
 from longmd.training.setup import load_data, make_split  # noqa: E402
 from longmd.training.trainer import Trainer  # noqa: E402
 
@@ -88,7 +89,7 @@ def train_models(args, species: list[int]) -> dict[str, dict]:
             print(f"== training {name} -> {out}")
             records = Trainer(cfg, log=print).run().records
         runs[name] = {"model": str(out / "best.pt"), "epochs": len(records),
-                      "train_minutes": sum(r["epoch_time_s"] for r in records) / 60, "config": cfg.to_dict()}
+                      "train_minutes": trained_minutes(records), "config": cfg.to_dict()}
     return runs
 
 

@@ -67,6 +67,7 @@ from longmd.io.read import read_trajectories
 from longmd.models.io import load_model
 from longmd.training.checkpoints import NAME as CHECKPOINT
 from longmd.training.checkpoints import branch_run, read_checkpoint
+from longmd.training.run_log import trained_minutes
 from longmd.training.setup import load_data
 from longmd.training.trainer import Trainer
 
@@ -109,7 +110,7 @@ def converge(args, root: Path, seed: int, fraction: float) -> tuple[Path, dict]:
     recs = records(run)
     finished = state.get("finished") or ""
     return path, mark_done(path, {
-        "run": str(run), "epochs": len(recs), "minutes": sum(r["epoch_time_s"] for r in recs) / 60,
+        "run": str(run), "epochs": len(recs), "minutes": trained_minutes(recs),
         "converged": finished.startswith("no improvement"), "stop": finished or "a cap (epochs or minutes)",
         "best_val_mepa": min(r["val_mepa"] for r in recs), "model": str(run / "best.pt"),
         "val_curve": [[r["epoch"], r["lr"], r["val_mepa"]] for r in recs],
@@ -140,7 +141,7 @@ def branch(args, root: Path, name: str, source: dict, converge_key: str, seed: i
     if not (run / CHECKPOINT).exists():
         branch_run(Path(source["run"]), run, changes)
     # budgets count the whole run (as max_epochs): the converged run's epochs plus the branch's own
-    spent = sum(r["epoch_time_s"] for r in records(run) if r["epoch"] >= source["epochs"]) / 60
+    spent = trained_minutes(r for r in records(run) if r["epoch"] >= source["epochs"])
     cfg = training_config(args, seed, fraction, run, *extra,
                           *[f"training.{k}={json.dumps(v)}" for k, v in changes.items()],
                           f"training.max_minutes={source['minutes'] + args.extra_minutes}")
@@ -151,7 +152,7 @@ def branch(args, root: Path, name: str, source: dict, converge_key: str, seed: i
     top = max((r["S"] for r in recs), default=1)
     model = run / f"best_S{top}.pt"
     return path, mark_done(path, {
-        "run": str(run), "epochs": len(recs), "minutes": sum(r["epoch_time_s"] for r in recs) / 60,
+        "run": str(run), "epochs": len(recs), "minutes": trained_minutes(recs),
         "reached_S": top, "model": str(model if model.exists() else run / "best.pt"),
         "best_val_mepa_last_S": min((r["val_mepa"] for r in recs if r["S"] == top), default=None),
         "per_S": {s: {"epochs": sum(r["S"] == s for r in recs),

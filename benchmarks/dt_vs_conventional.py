@@ -30,6 +30,7 @@ from longmd.analysis.rollout_test import rollout_errors
 from longmd.config import load_config
 from longmd.data.windows import Window
 from longmd.models.io import load_model
+from longmd.training.run_log import trained_minutes
 from longmd.training.setup import load_data, make_split
 from longmd.training.trainer import Trainer
 
@@ -67,7 +68,7 @@ def train_variants(args) -> dict[str, dict]:
         best = min(records, key=lambda r: r["val_mepa"])
         runs[name] = {"model": str(out / "best.pt"), "out": str(out), "epochs": len(records),
                       "best_val_mepa": best["val_mepa"], "best_S": best["S"],
-                      "train_minutes": sum(r["epoch_time_s"] for r in records) / 60,
+                      "train_minutes": trained_minutes(records),
                       "records": records, "config": cfg.to_dict()}
     return runs
 

@@ -66,6 +66,7 @@ from longmd.evaluation.core import evaluate
 from longmd.evaluation.options import EvalOptions
 from longmd.models.egnn import PRESETS as EGNN_PRESETS
 from longmd.training.checkpoints import NAME as CHECKPOINT
+from longmd.training.run_log import trained_minutes
 from longmd.training.setup import load_data, make_split
 from longmd.training.trainer import Trainer
 
@@ -151,7 +152,7 @@ def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     spent = records(run)
     best = min(spent, key=lambda r: r["val_mepa"])
     return mark_done(path, {"kind": "egnn", "model": str(run / "best.pt"), "epochs": len(spent),
-                            "train_minutes": sum(r["epoch_time_s"] for r in spent) / 60, "best_S": best["S"],
+                            "train_minutes": trained_minutes(spent), "best_S": best["S"],
                             "best_val_mepa": best["val_mepa"], "overrides": overrides})
 
 

@@ -4,10 +4,9 @@ phase."""
 
 from __future__ import annotations
 
-import json
-
 from conftest import tiny_training_config
 from longmd.training.checkpoints import branch_run, read_checkpoint
+from longmd.training.run_log import RunLog, trained_minutes
 from longmd.training.trainer import Trainer
 
 TINY = 1e-6  # minutes: far less than any epoch takes
@@ -20,10 +19,6 @@ def _config(data, out, *extra: str):
 
 def _quiet(*_args) -> None:
     pass
-
-
-def _records(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def test_a_budget_stop_is_a_finish_and_a_raised_budget_goes_on_at_the_same_s(emt_data, tmp_path) -> None:
@@ -53,7 +48,7 @@ def test_an_interrupted_run_resumes_with_what_is_left_of_its_budget(emt_data, tm
     out = tmp_path / "run"
     first = Trainer(_config(emt_data, out, "training.max_epochs=2"), log=_quiet).run().records  # "killed" here
     assert read_checkpoint(out)["finished"] is None
-    spent = sum(r["epoch_time_s"] for r in first) / 60
+    spent = trained_minutes(first)
     # a budget the two epochs already used up: nothing more is trained (per invocation, one epoch would be)
     assert len(Trainer(_config(emt_data, out, f"training.max_minutes={spent / 2}"), resume=True,
                        log=_quiet).run().records) == 2
@@ -70,7 +65,7 @@ def test_a_branch_of_a_budget_stopped_run_starts_the_next_s(emt_data, tmp_path) 
     assert read_checkpoint(source)["finished"].startswith("max_minutes")
     dt = branch_run(source, tmp_path / "dt")
     assert read_checkpoint(dt)["finished"].startswith("branched from")
-    spent = sum(r["epoch_time_s"] for r in _records(source)) / 60
+    spent = trained_minutes(RunLog(source, write=False).records)
     records = Trainer(_config(emt_data, dt, "training.s_max=2", f"training.max_minutes={spent + TINY}"),
                       resume=True, log=_quiet).run().records
     assert [r["S"] for r in records] == [1, 2]

@@ -16,6 +16,11 @@ from longmd.atomic import atomic_write_text
 COLUMNS = ("epoch", "S", "lr", "train_loss", "val_mepa", "epoch_time_s", "peak_memory_MB", "improved")
 
 
+def trained_minutes(records) -> float:
+    """Minutes the epochs of ``records`` took (what ``training.max_minutes`` bounds)."""
+    return sum(r["epoch_time_s"] for r in records) / 60
+
+
 class RunLog:
     """Append-only epoch records in ``metrics.jsonl`` and ``metrics.csv`` of a run directory."""
 

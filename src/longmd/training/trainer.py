@@ -55,7 +55,14 @@ from longmd.training.checkpoints import (
 from longmd.training.curriculum import Curriculum
 from longmd.training.ema import WeightAverage
 from longmd.training.losses import LossSettings
-from longmd.training.run_log import RunLog, peak_memory_mb, plot_best_per_s, plot_learning_curve, summary_table
+from longmd.training.run_log import (
+    RunLog,
+    peak_memory_mb,
+    plot_best_per_s,
+    plot_learning_curve,
+    summary_table,
+    trained_minutes,
+)
 from longmd.training.setup import (
     all_frames,
     build_model,
@@ -320,7 +327,7 @@ class Trainer:
                 if self._next_stage():
                     continue
                 break
-            spent = sum(r["epoch_time_s"] for r in self.run_log.records) / 60  # the whole run, resumes included
+            spent = trained_minutes(self.run_log.records)  # the whole run, resumes included
             if t.max_minutes is not None and distributed.agree(spent >= t.max_minutes):
                 self.finished = f"{BUDGET_STOP}={t.max_minutes:g} reached ({spent:.1f} min trained)"
                 self.log(f"stopping: {self.finished}")
