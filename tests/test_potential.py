@@ -216,6 +216,42 @@ def test_config_rejects_unknown_term_keys_and_mixed_forms() -> None:
         {"name": "egnn", "kind": "egnn", "preset": "paper", "options": {}}]
 
 
+def test_three_body_adds_a_triplet_term_under_distance_only_architectures() -> None:
+    from longmd.config import ConfigError, load_config
+
+    def terms(*overrides: str) -> list[dict]:
+        return [t.as_dict() for t in load_config(None, list(overrides)).model.term_list()]
+
+    triplet = {"name": "triplet", "kind": "triplet", "preset": None, "options": {"hidden": 32, "cutoff": 3.0}}
+    egnn = {"name": "egnn", "kind": "egnn", "preset": "small", "options": {}}
+    assert terms() == [egnn]  # the key's default (null) changes nothing
+    assert terms("model.three_body=auto") == [triplet, egnn]
+    assert terms("model.three_body=auto", "model.name=schnet")[0] == triplet
+    for name in ("mace", "painn", "stride_egnn"):  # they see angles (or have no energy terms): auto adds none
+        assert [t["name"] for t in terms("model.three_body=auto", f"model.name={name}")] == [name]
+    assert terms("model.three_body={cutoff: 2.5}", "model.name=mace")[0]["options"] == {"cutoff": 2.5}
+    demo = load_config("demo")
+    assert [t.name for t in demo.model.term_list()] == ["triplet", "egnn"]  # the default recipe
+    assert [t.name for t in load_config("demo", ["model.name=mace"]).model.term_list()] == ["mace"]
+    assert [t.name for t in load_config("demo", ["model.three_body=null"]).model.term_list()] == ["egnn"]
+    assert [t.name for t in load_config("demo", ["model.terms=[{name: pair}]"]).model.term_list()] == ["pair"]
+    with pytest.raises(ConfigError, match="model.terms and model.three_body both given.*three_body=null"):
+        load_config(None, ["model.terms=[{name: egnn}]", "model.three_body={hidden: 8}"])
+    with pytest.raises(ConfigError, match="override 'model.three_body=always': model.three_body must be auto"):
+        load_config(None, ["model.three_body=always"])
+
+
+def test_three_body_errors_name_the_key(emt_data, tmp_path) -> None:
+    from conftest import tiny_training_config
+    from longmd.config import ConfigError
+    from longmd.training.trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"model.three_body.hiden: not an option of triplet"):
+        Trainer(tiny_training_config(emt_data, tmp_path / "a", "model.three_body={hiden: 8}"), log=lambda *_: None)
+    with pytest.raises(ConfigError, match="model.three_body: triplet: hidden and envelope_p must be >= 1"):
+        Trainer(tiny_training_config(emt_data, tmp_path / "b", "model.three_body={hidden: 0}"), log=lambda *_: None)
+
+
 def test_a_stage_training_only_the_prior_leaves_the_egnn_bit_for_bit(emt_data, tmp_path) -> None:
     from conftest import tiny_training_config
     from longmd.training.trainer import Trainer

@@ -65,6 +65,12 @@ class TermConfig:
         return {"name": self.name, "kind": self.kind or self.name, "preset": self.preset, "options": dict(self.options)}
 
 
+# architectures whose messages see distances only (longmd's EGNN has no coordinate updates): bond angles reach
+# them through two-hop paths alone, so ``three_body: auto`` adds an explicit 3-body term under them
+DISTANCE_ONLY = ("egnn", "schnet")
+THREE_BODY_AUTO = {"hidden": 32, "cutoff": 3.0}  # measured in docs/results.md ("A three-body term ...")
+
+
 @dataclass
 class ModelConfig:
     terms: list[TermConfig] = option([], "energy terms summed with the reference energies, each "
@@ -79,6 +85,11 @@ class ModelConfig:
                          "small | medium (32, 64 features)")
     options: dict = option({}, "one-term shorthand: constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, "
                            "cutoff: 5.0}, mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
+    three_body: str | dict | None = option(None, "with the shorthand: a short-range 3-body term (model.terms' "
+                                           "triplet) added under the architecture: auto = {hidden: 32, cutoff: 3.0} "
+                                           "under the distance-only ones (egnn, schnet), none under mace and painn "
+                                           "(they see angles) nor with model.terms | {triplet options} under any "
+                                           "| null = none")
 
     stride_fs: float | None = option(None, "stride predictors: time one call advances, fs (a multiple of the data's "
                                      "timestep; the data is read every stride_fs / timestep frames)", above=0)
@@ -87,8 +98,21 @@ class ModelConfig:
                              "eV} for every species, kept fixed, e.g. {H: -1.1, 46: -1.5}")
 
     def term_list(self) -> list[TermConfig]:
-        """The canonical form: ``terms``, or the shorthand name/preset/options as one term."""
-        return list(self.terms) or [TermConfig(name=self.name, preset=self.preset, options=dict(self.options))]
+        """The canonical form: ``terms``, or the shorthand: name/preset/options as one term, after the 3-body
+        term of ``three_body`` if it adds one."""
+        if self.terms:
+            return list(self.terms)
+        main = TermConfig(name=self.name, preset=self.preset, options=dict(self.options))
+        extra = self.three_body_options()
+        return [main] if extra is None else [TermConfig(name="triplet", options=extra), main]
+
+    def three_body_options(self) -> dict | None:
+        """The options of the 3-body term ``three_body`` adds to the shorthand's architecture (None: no term)."""
+        if isinstance(self.three_body, dict):
+            return dict(self.three_body)
+        if self.three_body == "auto" and self.name in DISTANCE_ONLY:
+            return dict(THREE_BODY_AUTO)
+        return None
 
 
 @dataclass
@@ -268,12 +292,25 @@ def config_from_dict(raw: dict, source: str = "<dict>", sources: dict[str, str] 
             if key not in known:
                 raise ConfigError(f"{where}: unknown key '{name}.{key}' (allowed: {', '.join(known)})")
             setattr(target, key, coerce_field(cls, known[key], value, f"{where}: {name}.{key}"))
-    default = ModelConfig()
-    shorthand = [k for k in ("name", "preset", "options") if getattr(cfg.model, k) != getattr(default, k)]
-    if cfg.model.terms and shorthand:
-        where = sources.get("model.terms", source)
-        raise ConfigError(f"{where}: model.terms and model.{shorthand[0]} both given: put every term in model.terms")
+    _check_model(cfg.model, sources, source)
     return cfg
+
+
+def _check_model(model: ModelConfig, sources: dict[str, str], source: str) -> None:
+    """``terms`` and the one-term shorthand exclude each other; ``three_body`` is auto, a mapping or null."""
+    default = ModelConfig()
+    if isinstance(model.three_body, str) and model.three_body != "auto":
+        where = sources.get("model.three_body", source)
+        raise ConfigError(f"{where}: model.three_body must be auto, a mapping of triplet options or null, "
+                          f"got {model.three_body!r}")
+    shorthand = [k for k in ("name", "preset", "options") if getattr(model, k) != getattr(default, k)]
+    shorthand += ["three_body"] if isinstance(model.three_body, dict) else []  # auto adds nothing to terms
+    if model.terms and shorthand:
+        where = sources.get("model.terms", source)
+        hint = (" (a triplet term there instead of model.three_body, or model.three_body=null)"
+                if shorthand[0] == "three_body" else "")
+        raise ConfigError(f"{where}: model.terms and model.{shorthand[0]} both given: put every term in "
+                          f"model.terms{hint}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

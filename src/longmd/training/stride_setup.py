@@ -47,6 +47,8 @@ def build_predictor(cfg: Config, trajectories: list[Trajectory], timestep_fs: fl
     """The predictor of ``model.name`` / ``preset`` / ``options`` for the data's species and masses."""
     if cfg.model.terms:
         raise ConfigError("model.terms: a stride predictor has no energy terms (set model.name only)")
+    if cfg.model.three_body_options() is not None:  # auto adds none under a stride predictor
+        raise ConfigError("model.three_body: a stride predictor has no energy terms (set it to null or auto)")
     if cfg.model.stride_fs is None:
         raise ConfigError(f"model.name={cfg.model.name}: a stride predictor needs model.stride_fs (fs per call)")
     try:
