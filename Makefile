@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   train a small EGNN with Dynamic Training on the embedded example, then evaluate it
+#   make demo   train a small EGNN + 3-body term with Dynamic Training on the embedded example, then evaluate it
 #   make test   run the test suite
 # Both create/update a virtual environment in .venv. An existing torch in the system Python is reused
 # (so GPU users keep their CUDA build); otherwise torch==2.13.0 is installed from pip's configured index,

@@ -18,8 +18,9 @@ Each model is then scored by ``longmd evaluate`` (parts rollout, frames and spee
 ``--rollout-starts`` NVE rollouts of ``--rollout-steps`` steps from the same seeded held-out starts (MEPA per
 step and per species), per-species force errors on the held-out frames, and MD speed (ns/day, one replica).
 Rollout MEPA is compared with MACE's start by start (:func:`longmd.analysis.paired.paired_comparison`: bootstrap
-95 % interval, smallest detectable effect). Outputs: ``OUT/results.json``, ``OUT/table.md``,
-``OUT/pareto.png`` (rollout MEPA against training minutes and against ns/day), ``OUT/mepa_vs_step.png``.
+95 % interval, smallest detectable effect). Outputs: ``OUT/results.json``, ``OUT/table.md`` (a table per
+budget), ``OUT/pareto.png`` (rollout MEPA against training minutes and against ns/day; each model's budgets
+joined), ``OUT/mepa_vs_step_<B>min.png``.
 
 Every training and evaluation is a cached stage (``benchmarks/common.py``): a rerun skips finished ones and
 continues a killed EGNN training from its checkpoint. Contenders of one budget can run side by side, one per
@@ -34,6 +35,7 @@ pairs comparisons over common seeds). MD speeds measured during evaluations besi
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --only egnn_small --seed 1,2
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --stages speed     # alone
   python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30 --stages report
+  python benchmarks/vs_mace.py --out runs/vs_mace --minutes 30,60 --contenders mace,egnn_default --stages report
 """
 
 from __future__ import annotations
@@ -317,18 +319,23 @@ def _g(x, digits: int = 4) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def plot_pareto(rows: dict, path: Path) -> Path:
+def plot_pareto(rows_by_budget: dict[float, dict], path: Path) -> Path:
+    """Rollout MEPA against training time and MD speed; a model's budgets joined by a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for name, r in rows.items():
-        for ax, x in zip(axes, (r["train_minutes"], r["ns_per_day"])):
-            if x:
-                ax.plot(x, r["rollout_mepa"], "o")
-                ax.annotate(name, (x, r["rollout_mepa"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    names = list(dict.fromkeys(name for rows in rows_by_budget.values() for name in rows))
+    for k, name in enumerate(names):
+        points = [rows[name] for _, rows in sorted(rows_by_budget.items()) if name in rows]
+        y = [r["rollout_mepa"] for r in points]
+        for ax, key in zip(axes, ("train_minutes", "ns_per_day"), strict=True):
+            x = [r[key] for r in points]
+            if all(x):
+                ax.plot(x, y, "o-", color=f"C{k % 10}")
+                ax.annotate(name, (x[-1], y[-1]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     axes[0].set_xlabel("training wall time (min, one thread)")
     axes[1].set_xlabel("MD speed (ns/day, one replica, one thread)")
     axes[1].set_xscale("log")
@@ -344,7 +351,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="*", help="reference trajectories (default: the embedded example)")
     parser.add_argument("--out", type=Path, default=Path("runs/vs_mace"))
-    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
+    parser.add_argument("--minutes", default="30", help="wall-clock training budget per model (minutes); several, "
+                        "comma-separated, are separate sets of runs (the report gives a table per budget and "
+                        "joins each model's budgets in the Pareto plot)")
     parser.add_argument("--contenders", default=",".join(["mace", *RECIPES_MEASURED]),
                         help=f"comma-separated: mace, {', '.join(RECIPES)} or names given with --recipe")
     parser.add_argument("--recipe", action="append", default=[],
@@ -381,6 +390,13 @@ def parse(argv=None) -> argparse.Namespace:
         args.seeds = []
     if not args.seeds:
         parser.error(f"--seed {args.seed!r}: give integers separated by commas")
+    try:
+        args.budgets = [float(m) for m in str(args.minutes).split(",") if m.strip()]
+    except ValueError:
+        args.budgets = []
+    if not args.budgets or min(args.budgets) <= 0:
+        parser.error(f"--minutes {args.minutes!r}: give positive numbers separated by commas")
+    args.minutes = args.budgets[0]
     unknown_stages = set(args.stages.split(",")) - {"train", "eval", "speed", "report"}
     if unknown_stages:
         parser.error(f"unknown stages {sorted(unknown_stages)}: train, eval, speed, report")
@@ -396,43 +412,60 @@ def _seeded(args, seed: int) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
+def _budget(args, minutes: float) -> argparse.Namespace:
+    """``args`` for one training budget (``args.minutes`` is what every stage reads)."""
+    return argparse.Namespace(**{**vars(args), "minutes": minutes})
+
+
 def main(argv=None) -> None:
     args = parse(argv)
     stages = set(args.stages.split(","))
     names = [args.only] if args.only else args.names
     cutoff = EGNN_PRESETS[load_config(CONFIG).model.preset]["cutoff"]  # MACE gets the EGNN's r_max
-    for name in names:
-        for seed in args.seeds:
-            if stages & {"train", "eval"}:  # eval trains first what has not finished training
-                run = _train(_seeded(args, seed), name, cutoff)
-                if "eval" in stages:
-                    score(_seeded(args, seed), name, run)
-    if not stages & {"speed", "report"}:
-        return
-    args.cached_only = True  # the report gathers finished stages only
-    runs, scores = {}, {}
-    for name in args.names:
-        for seed in args.seeds:
-            run = _train(_seeded(args, seed), name, cutoff)
-            result = score(_seeded(args, seed), name, run) if run is not None else None
-            if result is None:
-                print(f"not finished yet, left out of the report: {name} seed {seed}")
-                continue
-            runs.setdefault(name, {})[seed], scores.setdefault(name, {})[seed] = run, result
-    args.cached_only = "speed" not in stages
-    rows = summarize(runs, scores, quiet_speed(args, runs), bases=("mace", args.base))
-    table = markdown(rows, args)
+    for minutes in args.budgets:
+        for name in names:
+            for seed in args.seeds:
+                if stages & {"train", "eval"}:  # eval trains first what has not finished training
+                    one = _seeded(_budget(args, minutes), seed)
+                    run = _train(one, name, cutoff)
+                    if "eval" in stages:
+                        score(one, name, run)
+    if stages & {"speed", "report"}:
+        report(args, stages, cutoff)
+
+
+def report(args, stages: set[str], cutoff: float) -> None:
+    """Per budget: the table, MEPA-per-step plot and rows of every finished contender; one Pareto plot."""
+    tables, results, rows_by_budget = [], {}, {}
+    for minutes in args.budgets:
+        budget = _budget(args, minutes)
+        budget.cached_only = True  # the report gathers finished stages only
+        runs, scores = {}, {}
+        for name in args.names:
+            for seed in args.seeds:
+                run = _train(_seeded(budget, seed), name, cutoff)
+                result = score(_seeded(budget, seed), name, run) if run is not None else None
+                if result is None:
+                    print(f"not finished yet, left out of the report: {name} seed {seed} ({minutes:g} min)")
+                    continue
+                runs.setdefault(name, {})[seed], scores.setdefault(name, {})[seed] = run, result
+        budget.cached_only = "speed" not in stages
+        rows = rows_by_budget[minutes] = summarize(runs, scores, quiet_speed(budget, runs), bases=("mace", args.base))
+        tables.append(markdown(rows, budget))
+        curves = {n: np.mean([s["rollout"]["curves"]["mepa"] for s in by_seed.values()], axis=0)
+                  for n, by_seed in scores.items()}
+        timestep = _split_data(args)[0][0].timestep_fs
+        plot_mepa_vs_step(curves, args.out / f"mepa_vs_step_{minutes:g}min.png", timestep_fs=timestep)
+        results[f"{minutes:g}"] = {"budget_minutes": minutes, "runs": runs, "rows": rows}
+    table = "\n\n".join(tables)
     atomic_write_text(args.out / "table.md", table + "\n")
-    plot_pareto(rows, args.out / "pareto.png")
-    curves = {n: np.mean([s["rollout"]["curves"]["mepa"] for s in by_seed.values()], axis=0)
-              for n, by_seed in scores.items()}
-    timestep = _split_data(args)[0][0].timestep_fs
-    plot_mepa_vs_step(curves, args.out / "mepa_vs_step.png", timestep_fs=timestep)
+    plot_pareto(rows_by_budget, args.out / "pareto.png")
     atomic_write_text(args.out / "results.json", json.dumps(
-        {"environment": environment(), "budget_minutes": args.minutes, "runs": runs, "rows": rows,
-         "options": eval_options(args).to_dict()}, indent=2, default=str) + "\n")
+        {"environment": environment(), "budgets": results, "options": eval_options(args).to_dict()},
+        indent=2, default=str) + "\n")
     print(table)
-    print(f"wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'pareto.png'}")
+    print(f"wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'pareto.png'}, "
+          f"{args.out}/mepa_vs_step_*min.png")
 
 
 if __name__ == "__main__":

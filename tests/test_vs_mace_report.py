@@ -50,3 +50,16 @@ def test_seed_list_parsed_and_checked():
     for bad in (["--seed", "zero"], ["--seed", ","], ["--stages", "sped"]):
         with pytest.raises(SystemExit):
             vs_mace.parse(bad)
+
+
+def test_budget_list_parsed_checked_and_plotted(tmp_path):
+    args = vs_mace.parse(["--minutes", "30,60"])
+    assert args.budgets == [30.0, 60.0] and args.minutes == 30.0
+    assert vs_mace._budget(args, 60.0).minutes == 60.0 and args.minutes == 30.0  # a copy per budget
+    for bad in (["--minutes", "half"], ["--minutes", "0"], ["--minutes", ","]):
+        with pytest.raises(SystemExit):
+            vs_mace.parse(bad)
+    runs = {"a": {0: _run(30)}, "b": {0: _run(30)}}
+    rows = {30.0: vs_mace.summarize(runs, {"a": {0: _score([1.0], 4.0)}, "b": {0: _score([2.0], 1.0)}}, bases=()),
+            60.0: vs_mace.summarize({"a": {0: _run(60)}}, {"a": {0: _score([0.5], 4.0)}}, bases=())}
+    assert vs_mace.plot_pareto(rows, tmp_path / "pareto.png").stat().st_size > 0  # b has one budget only

@@ -350,7 +350,7 @@ def cmd_config(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="train a small EGNN with DT on the embedded example, then evaluate it")
+    p = sub.add_parser("demo", help="train a small EGNN + 3-body term with DT on the example, then evaluate it")
     p.add_argument("--out", default="runs/demo", help="output folder (training run and evaluation)")
     p.add_argument("--config", default=None, help="training config (default: the packaged demo config)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")

@@ -1,6 +1,6 @@
 """``longmd demo`` / ``make demo``: the main job on the embedded example, end to end.
 
-1. Train a small EGNN with Dynamic Training (S = 1..4) on the H2/Pd6@graphene trajectories
+1. Train a small EGNN with a 3-body term by Dynamic Training (S = 1..4) on the H2/Pd6@graphene trajectories
    (``configs/demo.yaml``; held-out validation and test trajectories).
 2. Evaluate the best DT model beside the best S = 1 model of the same run (ordinary force matching) on
    the held-out test trajectories: rollout test (MEPA per step), single-frame errors, a stability run.

@@ -1,6 +1,6 @@
 """Options of ``longmd evaluate``: every protocol knob with its default and a one-line doc.
 
-Defaults are modest (the demo's evaluation of two small EGNNs on the 57-atom example takes a minute or two
+Defaults are modest (the demo's evaluation of two small models on the 57-atom example takes a few minutes
 on 2 CPU cores). The paper-scale protocol is :func:`paper_scale`: 300-step rollouts, 100 ps stability runs.
 """
 
