@@ -31,7 +31,9 @@ from longmd.training.trainer import train
 
 def train_one(kind: str, args, out: Path) -> dict:
     """``longmd train demo --set model.name=KIND`` with the shared budget; the run's summary."""
-    overrides = [f"out={out}", f"model.name={kind}", f"model.preset={args.preset}", "training.progress=false",
+    # each architecture alone: the demo's three_body (auto) would add a 3-body term under egnn and schnet only
+    overrides = [f"out={out}", f"model.name={kind}", f"model.preset={args.preset}", "model.three_body=null",
+                 "training.progress=false",
                  f"training.seed={args.seed}", f"training.max_minutes={args.minutes}", f"training.device={args.device}",
                  *args.set]
     cfg = load_config("demo", overrides)

@@ -81,6 +81,7 @@ SCHEDULE = [  # on top of demo.yaml: every training key of the protocol that is 
     "data.test_fraction=0", "data.val_fraction=0.125", "training.batch_size=8", "training.windows_per_epoch=256",
     "training.lr=3e-3", "training.lr_factor=0.5", "training.patience=5", "training.min_lr=1e-4",
     "training.lr_reset=1e-3", "training.val_length=60", "training.val_windows=16", "training.progress=false",
+    "model.three_body=null",  # the EGNN alone, as measured (the demo's default adds a 3-body term since 2026-12-03)
 ]
 
 

@@ -18,9 +18,9 @@ Each model is then scored by ``longmd evaluate`` (parts rollout, frames and spee
 ``--rollout-starts`` NVE rollouts of ``--rollout-steps`` steps from the same seeded held-out starts (MEPA per
 step and per species), per-species force errors on the held-out frames, and MD speed (ns/day, one replica).
 Rollout MEPA is compared with MACE's start by start (:func:`longmd.analysis.paired.paired_comparison`: bootstrap
-95 % interval, smallest detectable effect). Outputs: ``OUT/results.json``, ``OUT/table.md`` (a table per
-budget), ``OUT/pareto.png`` (rollout MEPA against training minutes and against ns/day; each model's budgets
-joined), ``OUT/mepa_vs_step_<B>min.png``.
+95 % interval, smallest detectable effect). Outputs: ``OUT/table.md`` (a table per budget),
+``OUT/results.json`` (``budgets``: each budget's runs and rows), ``OUT/pareto.png`` (rollout MEPA against
+training minutes and against ns/day; each model's budgets joined), ``OUT/mepa_vs_step_<B>min.png``.
 
 Every training and evaluation is a cached stage (``benchmarks/common.py``): a rerun skips finished ones and
 continues a killed EGNN training from its checkpoint. Contenders of one budget can run side by side, one per
@@ -330,10 +330,10 @@ def plot_pareto(rows_by_budget: dict[float, dict], path: Path) -> Path:
     names = list(dict.fromkeys(name for rows in rows_by_budget.values() for name in rows))
     for k, name in enumerate(names):
         points = [rows[name] for _, rows in sorted(rows_by_budget.items()) if name in rows]
-        y = [r["rollout_mepa"] for r in points]
         for ax, key in zip(axes, ("train_minutes", "ns_per_day"), strict=True):
-            x = [r[key] for r in points]
-            if all(x):
+            xy = [(r[key], r["rollout_mepa"]) for r in points if r[key]]
+            if xy:
+                x, y = zip(*xy, strict=True)
                 ax.plot(x, y, "o-", color=f"C{k % 10}")
                 ax.annotate(name, (x[-1], y[-1]), fontsize=8, xytext=(3, 3), textcoords="offset points")
     axes[0].set_xlabel("training wall time (min, one thread)")
@@ -391,7 +391,7 @@ def parse(argv=None) -> argparse.Namespace:
     if not args.seeds:
         parser.error(f"--seed {args.seed!r}: give integers separated by commas")
     try:
-        args.budgets = [float(m) for m in str(args.minutes).split(",") if m.strip()]
+        args.budgets = sorted({float(m) for m in str(args.minutes).split(",") if m.strip()})
     except ValueError:
         args.budgets = []
     if not args.budgets or min(args.budgets) <= 0:
@@ -449,6 +449,9 @@ def report(args, stages: set[str], cutoff: float) -> None:
                     print(f"not finished yet, left out of the report: {name} seed {seed} ({minutes:g} min)")
                     continue
                 runs.setdefault(name, {})[seed], scores.setdefault(name, {})[seed] = run, result
+        if not runs:
+            print(f"nothing finished for the {minutes:g} min budget: no table for it")
+            continue
         budget.cached_only = "speed" not in stages
         rows = rows_by_budget[minutes] = summarize(runs, scores, quiet_speed(budget, runs), bases=("mace", args.base))
         tables.append(markdown(rows, budget))

@@ -66,7 +66,8 @@ def emt_data(tmp_path_factory):
 
 
 def tiny_training_config(data, out, *extra: str):
-    """A training config small enough for tests: tiny EGNN, float64, EMT data split in time blocks."""
+    """A training config small enough for tests: tiny EGNN (no 3-body term), float64, EMT data split in time
+    blocks."""
     from longmd.config import load_config
 
     return load_config(
@@ -77,6 +78,7 @@ def tiny_training_config(data, out, *extra: str):
             "data.val_fraction=0.25",
             "data.test_fraction=0.25",
             "model.options={hidden: 8, n_rff: 8, n_layers: 1}",
+            "model.three_body=null",
             "training.windows_per_epoch=8",
             "training.val_length=6",
             "training.progress=false",

@@ -211,7 +211,7 @@ def test_config_rejects_unknown_term_keys_and_mixed_forms() -> None:
         load_config(None, ["model.terms=[{name: egnn, optoins: {}}]"])
     with pytest.raises(ConfigError, match="model.terms and model.preset both given"):
         load_config(None, ["model.terms=[{name: egnn}]", "model.preset=paper"])
-    cfg = load_config(None, ["model.preset=paper"])
+    cfg = load_config(None, ["model.preset=paper", "model.three_body=null"])
     assert [t.as_dict() for t in cfg.model.term_list()] == [
         {"name": "egnn", "kind": "egnn", "preset": "paper", "options": {}}]
 
@@ -224,7 +224,8 @@ def test_three_body_adds_a_triplet_term_under_distance_only_architectures() -> N
 
     triplet = {"name": "triplet", "kind": "triplet", "preset": None, "options": {"hidden": 32, "cutoff": 3.0}}
     egnn = {"name": "egnn", "kind": "egnn", "preset": "small", "options": {}}
-    assert terms() == [egnn]  # the key's default (null) changes nothing
+    assert terms("model.three_body=null") == [egnn]
+    assert terms() == [triplet, egnn]  # the default: auto
     assert terms("model.three_body=auto") == [triplet, egnn]
     assert terms("model.three_body=auto", "model.name=schnet")[0] == triplet
     for name in ("mace", "painn", "stride_egnn"):  # they see angles (or have no energy terms): auto adds none
@@ -250,6 +251,29 @@ def test_three_body_errors_name_the_key(emt_data, tmp_path) -> None:
         Trainer(tiny_training_config(emt_data, tmp_path / "a", "model.three_body={hiden: 8}"), log=lambda *_: None)
     with pytest.raises(ConfigError, match="model.three_body: triplet: hidden and envelope_p must be >= 1"):
         Trainer(tiny_training_config(emt_data, tmp_path / "b", "model.three_body={hidden: 0}"), log=lambda *_: None)
+
+
+def test_a_run_stored_before_three_body_existed_resumes_as_it_ran(emt_data, tmp_path) -> None:
+    """An old checkpoint's config has no model.three_body: it ran without a 3-body term, and so it resumes,
+    although the key's default (auto) now adds one under the EGNN."""
+    from conftest import tiny_training_config
+    from longmd.atomic import atomic_torch_save
+    from longmd.config import load_config
+    from longmd.training.checkpoints import NAME, read_checkpoint
+    from longmd.training.trainer import Trainer
+
+    assert load_config(None).model.three_body == "auto"
+    out = tmp_path / "run"
+    Trainer(tiny_training_config(emt_data, out, "training.max_epochs=1"), log=lambda *_: None).run()
+    state = read_checkpoint(out)
+    del state["config"]["model"]["three_body"]  # as written before the key existed
+    atomic_torch_save(state, out / NAME)
+    lines: list[str] = []
+    cfg = tiny_training_config(emt_data, out, "model.three_body=auto", "training.max_epochs=2")
+    again = Trainer(cfg, resume=True, log=lines.append)
+    assert again.model.term_names == ["egnn"]
+    assert any("keeping the stored values of model.three_body" in line for line in lines)
+    assert len(again.run().records) == 2
 
 
 def test_a_stage_training_only_the_prior_leaves_the_egnn_bit_for_bit(emt_data, tmp_path) -> None:

@@ -68,7 +68,7 @@ class TermConfig:
 # architectures whose messages see distances only (longmd's EGNN has no coordinate updates): bond angles reach
 # them through two-hop paths alone, so ``three_body: auto`` adds an explicit 3-body term under them
 DISTANCE_ONLY = ("egnn", "schnet")
-THREE_BODY_AUTO = {"hidden": 32, "cutoff": 3.0}  # measured in docs/results.md ("A three-body term ...")
+THREE_BODY_AUTO = {"hidden": 32, "cutoff": 3.0}  # measured under the EGNN (docs/results.md, "A three-body term")
 
 
 @dataclass
@@ -85,11 +85,11 @@ class ModelConfig:
                          "small | medium (32, 64 features)")
     options: dict = option({}, "one-term shorthand: constructor overrides, e.g. egnn {hidden: 64, n_layers: 3, "
                            "cutoff: 5.0}, mace {channels: 32, max_L: 1, r_max: 5.0, correlation: 3}")
-    three_body: str | dict | None = option(None, "with the shorthand: a short-range 3-body term (model.terms' "
+    three_body: str | dict | None = option("auto", "with the shorthand: a short-range 3-body term (model.terms' "
                                            "triplet) added under the architecture: auto = {hidden: 32, cutoff: 3.0} "
                                            "under the distance-only ones (egnn, schnet), none under mace and painn "
-                                           "(they see angles) nor with model.terms | {triplet options} under any "
-                                           "| null = none")
+                                           "(they see angles), nor under lj/pair/triplet or with model.terms | "
+                                           "{triplet options} under any | null = none")
 
     stride_fs: float | None = option(None, "stride predictors: time one call advances, fs (a multiple of the data's "
                                      "timestep; the data is read every stride_fs / timestep frames)", above=0)
@@ -110,6 +110,9 @@ class ModelConfig:
         """The options of the 3-body term ``three_body`` adds to the shorthand's architecture (None: no term)."""
         if isinstance(self.three_body, dict):
             return dict(self.three_body)
+        if self.three_body not in ("auto", None):
+            raise ValueError(f"model.three_body must be auto, a mapping of triplet options or null, "
+                             f"got {self.three_body!r}")
         if self.three_body == "auto" and self.name in DISTANCE_ONLY:
             return dict(THREE_BODY_AUTO)
         return None
@@ -311,6 +314,20 @@ def _check_model(model: ModelConfig, sources: dict[str, str], source: str) -> No
                 if shorthand[0] == "three_body" else "")
         raise ConfigError(f"{where}: model.terms and model.{shorthand[0]} both given: put every term in "
                           f"model.terms{hint}")
+
+
+# keys added since runs began storing their config, with the value that reproduces what a run without them ran
+ADDED_KEYS = {"model": {"three_body": None}}
+
+
+def stored_config(raw: dict, source: str) -> Config:
+    """The config a run stored (its checkpoint's), keys added since it was written at their old behaviour."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section, keys in ADDED_KEYS.items():
+        raw.setdefault(section, {})
+        for key, value in keys.items():
+            raw[section].setdefault(key, value)
+    return config_from_dict(raw, source)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -97,7 +97,7 @@ def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None
     cannot change (the state would not fit them). The copy counts as finished (at a cap or converged alike), so
     the branch starts its own phase at once: the next S when ``s_max`` is raised, or its last S afresh with
     ``Trainer(extend=True)``. Returns ``target``."""
-    from longmd.config import TrainingConfig, config_from_dict
+    from longmd.config import TrainingConfig, stored_config
 
     state = read_checkpoint(Path(source))
     config = dict(state["config"])
@@ -109,7 +109,7 @@ def branch_run(source: Path, target: Path, changes: dict[str, Any] | None = None
     training.update(changes or {})
     config["training"] = training
     config["out"] = str(target)
-    state["config"] = config_from_dict(config, f"branch of {source}").to_dict()  # checked like any config
+    state["config"] = stored_config(config, f"branch of {source}").to_dict()  # checked like any config
     # a budget stop too: the branch starts its own phase (the next S, or the last S afresh), it does not go on
     finished = state.get("finished")
     state["finished"] = (finished if finished and not budget_stop(finished)

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from longmd.analysis.rollout_test import RolloutErrors
 from longmd.atomic import atomic_write_text
-from longmd.config import Config, ConfigError, config_from_dict, save_config
+from longmd.config import Config, ConfigError, save_config, stored_config
 from longmd.data.batching import collate_windows
 from longmd.data.reference_neighbors import ReferenceNeighbors
 from longmd.data.windows import Window
@@ -113,7 +113,7 @@ class Trainer:
         caps = (cfg.training.s_max, cfg.training.max_epochs_per_s, cfg.training.max_minutes)
         if resume:
             self.checkpoint = read_checkpoint(self.out)
-            saved = config_from_dict(self.checkpoint["config"], str(self.out / "checkpoint.pt"))
+            saved = stored_config(self.checkpoint["config"], str(self.out / "checkpoint.pt"))
             caps = (saved.training.s_max, saved.training.max_epochs_per_s, saved.training.max_minutes)
             cfg = resume_config(saved, cfg, log)
         self.finished = None if self.checkpoint is None else self.checkpoint.get("finished")
