@@ -437,6 +437,7 @@ def main(argv=None) -> None:
 def report(args, stages: set[str], cutoff: float) -> None:
     """Per budget: the table, MEPA-per-step plot and rows of every finished contender; one Pareto plot."""
     tables, results, rows_by_budget = [], {}, {}
+    timestep = _split_data(args)[0][0].timestep_fs  # of the MEPA-per-step plots' time axis
     for minutes in args.budgets:
         budget = _budget(args, minutes)
         budget.cached_only = True  # the report gathers finished stages only
@@ -457,7 +458,6 @@ def report(args, stages: set[str], cutoff: float) -> None:
         tables.append(markdown(rows, budget))
         curves = {n: np.mean([s["rollout"]["curves"]["mepa"] for s in by_seed.values()], axis=0)
                   for n, by_seed in scores.items()}
-        timestep = _split_data(args)[0][0].timestep_fs
         plot_mepa_vs_step(curves, args.out / f"mepa_vs_step_{minutes:g}min.png", timestep_fs=timestep)
         results[f"{minutes:g}"] = {"budget_minutes": minutes, "runs": runs, "rows": rows}
     table = "\n\n".join(tables)

@@ -302,10 +302,10 @@ def config_from_dict(raw: dict, source: str = "<dict>", sources: dict[str, str] 
 def _check_model(model: ModelConfig, sources: dict[str, str], source: str) -> None:
     """``terms`` and the one-term shorthand exclude each other; ``three_body`` is auto, a mapping or null."""
     default = ModelConfig()
-    if isinstance(model.three_body, str) and model.three_body != "auto":
-        where = sources.get("model.three_body", source)
-        raise ConfigError(f"{where}: model.three_body must be auto, a mapping of triplet options or null, "
-                          f"got {model.three_body!r}")
+    try:
+        model.three_body_options()
+    except ValueError as exc:
+        raise ConfigError(f"{sources.get('model.three_body', source)}: {exc}") from exc
     shorthand = [k for k in ("name", "preset", "options") if getattr(model, k) != getattr(default, k)]
     shorthand += ["three_body"] if isinstance(model.three_body, dict) else []  # auto adds nothing to terms
     if model.terms and shorthand:

@@ -90,14 +90,16 @@ def build_model(cfg: Config, species: list[int]) -> Potential:
     except ImportError as exc:
         raise ConfigError(f"{key}: {exc}") from exc  # names the optional extra (registry.NEEDS)
     except TermSpecError as exc:
-        where = f"model.terms[{exc.index}]" if cfg.model.terms else "model"
-        if not cfg.model.terms and len(terms) > 1 and exc.index == 0:
-            where = "model.three_body"  # the shorthand's 3-body term comes first
+        if cfg.model.terms:
+            where = f"model.terms[{exc.index}]"
+            options = f"{where}.options"
+        elif len(terms) > 1 and exc.index == 0:  # the shorthand's 3-body term comes first; the key holds options
+            where = options = "model.three_body"
+        else:
+            where, options = "model", "model.options"
         unknown = re.search(r"argument '(\w+)'", str(exc.cause))
         if isinstance(exc.cause, TypeError) and unknown:  # an unknown constructor argument
-            options = where if where == "model.three_body" else f"{where}.options"  # three_body holds options
-            key = f"{options}.{unknown.group(1)}"
-            raise ConfigError(f"{key}: not an option of {exc.kind} ({exc.cause})") from exc
+            raise ConfigError(f"{options}.{unknown.group(1)}: not an option of {exc.kind} ({exc.cause})") from exc
         raise ConfigError(f"{where}: {exc.cause}") from exc
     except ValueError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
