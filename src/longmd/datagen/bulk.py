@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -168,30 +168,8 @@ def _worker(args: tuple[BulkProtocol, str, int]) -> int:
 
 def assemble(protocol: BulkProtocol, work: Path, out: Path) -> Path:
     """Pack all trajectories into ``out/<system>.extxyz.xz`` and write ``out/<system>.json``."""
-    frames: list[Atoms] = []
-    per_traj = []
-    for index in range(protocol.n_trajectories):
-        per_traj.append(json.loads((work / f"traj_{index:03d}.json").read_text()))
-        frames += [common.rounded(a, protocol) for a in read(work / f"traj_{index:03d}.extxyz", index=":")]
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{protocol.system}.extxyz.xz"
-    common.atomic_write(target, frames, format="extxyz")
-    drifts = [abs(t["drift_meV_per_atom_ps"]) for t in per_traj]
-    start = json.loads((work / "start.json").read_text())["wall_s"]
-    meta = {
-        "name": protocol.system,
-        "description": DESCRIPTIONS[protocol.system] + "; CHGNet standing in for DFT",
-        "reference": common.reference_versions(),
-        "protocol": asdict(protocol),
-        "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å", "momenta": "amu·Å/ASE-time"},
-        "n_frames": len(frames),
-        "n_atoms": len(frames[0]),
-        "generation_time_s": start + sum(t["wall_s"] for t in per_traj),
-        "max_abs_drift_meV_per_atom_ps": max(drifts),
-        "mean_abs_drift_meV_per_atom_ps": float(np.mean(drifts)),
-        "file_MB": target.stat().st_size / 1e6,
-        "trajectories": per_traj,
-    }
+    target, meta = common.pack_runs(protocol, work, out, protocol.system, "drift_meV_per_atom_ps")
+    meta["description"] = DESCRIPTIONS[protocol.system] + "; CHGNet standing in for DFT"
     (out / f"{protocol.system}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return target
 

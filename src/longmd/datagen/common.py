@@ -84,6 +84,40 @@ def rounded(atoms: Atoms, protocol: Any) -> Atoms:
     return out
 
 
+def pack_runs(protocol: Any, work: Path, out: Path, name: str, drift_key: str) -> tuple[Path, dict]:
+    """Pack runs ``work/traj_{i:03d}.extxyz`` (rounded) into ``out/<name>.extxyz.xz``; return it and the metadata
+    every recipe shares: protocol, versions, units, sizes, generation time (``work/start.json``'s ``wall_s`` plus
+    each run's) and the runs' energy drifts (``drift_key`` of their ``traj_{i:03d}.json``)."""
+    import json
+    from dataclasses import asdict
+
+    from ase.io import read
+
+    frames: list[Atoms] = []
+    per_traj = []
+    for index in range(protocol.n_trajectories):
+        per_traj.append(json.loads((work / f"traj_{index:03d}.json").read_text()))
+        frames += [rounded(a, protocol) for a in read(work / f"traj_{index:03d}.extxyz", index=":")]
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.extxyz.xz"
+    atomic_write(target, frames, format="extxyz")
+    drifts = [abs(t[drift_key]) for t in per_traj]
+    start = json.loads((work / "start.json").read_text())
+    return target, {
+        "name": name,
+        "reference": reference_versions(),
+        "protocol": asdict(protocol),
+        "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å", "momenta": "amu·Å/ASE-time"},
+        "n_frames": len(frames),
+        "n_atoms": len(frames[0]),
+        "generation_time_s": start["wall_s"] + sum(t["wall_s"] for t in per_traj),
+        "max_abs_drift_meV_per_atom_ps": max(drifts),
+        "mean_abs_drift_meV_per_atom_ps": float(np.mean(drifts)),
+        "file_MB": target.stat().st_size / 1e6,
+        "trajectories": per_traj,
+    }
+
+
 def reference_versions() -> dict:
     """The reference model and the versions that produced a dataset."""
     import ase

@@ -22,7 +22,7 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -267,37 +267,17 @@ def _worker(args: tuple[ConductorProtocol, str, int]) -> int:
 
 def assemble(protocol: ConductorProtocol, work: Path, out: Path) -> Path:
     """Pack all runs into ``out/<material>.extxyz.xz`` and write ``out/<material>.json``."""
-    frames: list[Atoms] = []
-    per_traj = []
-    for index in range(protocol.n_trajectories):
-        per_traj.append(json.loads((work / f"traj_{index:03d}.json").read_text()))
-        frames += [common.rounded(a, protocol) for a in read(work / f"traj_{index:03d}.extxyz", index=":")]
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{protocol.material}.extxyz.xz"
-    common.atomic_write(target, frames, format="extxyz")
-    start = json.loads((work / "start.json").read_text())
-    drifts = [abs(t["conserved_drift_meV_per_atom_ps"]) for t in per_traj]
+    target, meta = common.pack_runs(protocol, work, out, protocol.material, "conserved_drift_meV_per_atom_ps")
     spec = MATERIALS[protocol.material]
-    meta = {
-        "name": protocol.material,
-        "description": (f"{protocol.material} ({spec.role} material of the GraNNField study), {len(frames[0])} atoms, "
-                        f"NVT (Nosé-Hoover chain after a discarded Langevin equilibration) at "
-                        f"{', '.join(f'{t:g}' for t in protocol.temperatures_K)} K, {protocol.runs_per_temperature} "
-                        "independent run(s) each; CHGNet standing in for DFT"),
-        "structure_source": spec.source,
-        "start": start,
-        "reference": common.reference_versions(),
-        "protocol": asdict(protocol),
-        "units": {"positions": "Å", "energy": "eV", "forces": "eV/Å", "momenta": "amu·Å/ASE-time"},
-        "n_frames": len(frames),
-        "n_atoms": len(frames[0]),
-        "generation_time_s": start["wall_s"] + sum(t["wall_s"] for t in per_traj),
-        "max_abs_drift_meV_per_atom_ps": max(drifts),
-        "mean_abs_drift_meV_per_atom_ps": float(np.mean(drifts)),
-        "drift_of": "the Nosé-Hoover chain's conserved energy",
-        "file_MB": target.stat().st_size / 1e6,
-        "trajectories": per_traj,
-    }
+    meta.update(
+        description=(f"{protocol.material} ({spec.role} material of the GraNNField study), {meta['n_atoms']} atoms, "
+                     f"NVT (Nosé-Hoover chain after a discarded Langevin equilibration) at "
+                     f"{', '.join(f'{t:g}' for t in protocol.temperatures_K)} K, {protocol.runs_per_temperature} "
+                     "independent run(s) each; CHGNet standing in for DFT"),
+        structure_source=spec.source,
+        start=json.loads((work / "start.json").read_text()),
+        drift_of="the Nosé-Hoover chain's conserved energy",
+    )
     (out / f"{protocol.material}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return target
 
