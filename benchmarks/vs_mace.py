@@ -90,6 +90,9 @@ RECIPES: dict[str, list[str]] = {
     "egnn_default": [],
     # the default's S = 1 alone (conventional training with the same schedule)
     "egnn_default_s1": S1,
+    # the default's S = 1 given the whole budget: whenever it converges, S = 1 starts afresh with the learning
+    # rate reset to lr_reset (as DT's S += 1 does) until the budget is spent (FILL_BUDGET)
+    "egnn_default_s1_fill": S1,
     # the default without its 3-body term (the default until 2026-12-03 evening), and its S = 1 alone
     "egnn_alone": ALONE,
     "egnn_alone_s1": [*ALONE, *S1],
@@ -114,6 +117,9 @@ RECIPES: dict[str, list[str]] = {
     # the DT paper's EGNN size (513,281 parameters), trained as egnn_small
     "egnn_paper": ["model.preset=paper", *S1, *EARLY_SCHEDULE],
 }
+# recipes whose S = 1 restarts (``longmd train --resume --extend``) until the budget is spent, so that conventional
+# training gets all of the budget Dynamic Training uses rather than stopping once converged
+FILL_BUDGET = {"egnn_default_s1_fill"}
 RECIPES_MEASURED = ("egnn_default", "egnn_alone", "egnn_small", "egnn_small_dt", "egnn_small_patient",
                     "egnn_small_patient_dt", "egnn_small_ema", "egnn_small_mae", "egnn_small_patient_ema",
                     "egnn_medium_patient")
@@ -145,6 +151,8 @@ def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     resolved.pop("out")
     settings = {"contender": name, "overrides": overrides, "minutes": args.minutes, "data": args.data,
                 "seed": args.seed, "set": args.set, "config": resolved}
+    if name in FILL_BUDGET:
+        settings["fill_budget"] = True
     path, result = _stage(args, f"train_{name}", settings)
     if result is not None or args.cached_only:
         return result
@@ -153,12 +161,27 @@ def train_egnn(args, name: str, overrides: list[str]) -> dict | None:
     cfg = load_config(CONFIG, [*recipe, f"training.max_minutes={args.minutes}", f"out={run}"])
     resume = (run / CHECKPOINT).exists()
     print(f"== train {name} ({args.minutes:g} min budget) -> {run}" + (" (resumed)" if resume else ""), flush=True)
-    Trainer(cfg, resume=resume).run()
+    if name in FILL_BUDGET:
+        train_whole_budget(cfg, resume)
+    else:
+        Trainer(cfg, resume=resume).run()
     spent = records(run)
     best = min(spent, key=lambda r: r["val_mepa"])
     return mark_done(path, {"kind": "egnn", "model": str(run / "best.pt"), "epochs": len(spent),
                             "train_minutes": trained_minutes(spent), "best_S": best["S"],
                             "best_val_mepa": best["val_mepa"], "overrides": overrides})
+
+
+def train_whole_budget(cfg, resume: bool = False, log=print) -> None:
+    """Train ``cfg`` until its ``training.max_minutes`` are spent: whenever the run converges earlier, its last S
+    starts afresh from the checkpoint with the learning rate reset to ``lr_reset`` (``Trainer(extend=True)``)."""
+    Trainer(cfg, resume=resume, log=log).run()
+    spent = records(Path(cfg.out))
+    while trained_minutes(spent) < cfg.training.max_minutes:
+        Trainer(cfg, resume=True, extend=True, log=log).run()
+        if len(records(Path(cfg.out))) == len(spent):  # nothing trained: do not loop
+            return
+        spent = records(Path(cfg.out))
 
 
 def _data(args) -> list[str]:
