@@ -36,7 +36,7 @@ Model size: the demo's small EGNN (18,369 parameters). Measured on the shared 2-
 more epochs at the floor) needs ~60-120 epochs, so only the small model converges within ~1 h.
 
   python benchmarks/dt_validity.py --out runs/dt_validity \
-      --test-data /work/data/h2pd6_heldout/data/h2_pd6_graphene.extxyz.xz
+      --test-data runs/h2pd6_heldout/h2_pd6_graphene.extxyz.xz
   python benchmarks/dt_validity.py ... --seeds 0 --train-fractions 1.0 --stages train,rollout   # a part of it
   python benchmarks/dt_validity.py ... --stages report                                          # tables only
 """
@@ -72,7 +72,9 @@ from longmd.training.setup import load_data
 from longmd.training.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "longmd" / "configs" / "demo.yaml"
-HELD_OUT = "/work/data/h2pd6_heldout/data/h2_pd6_graphene.extxyz.xz"
+# fresh CHGNet trajectories of the example's recipe, never trained on, made (resumable) by
+#   longmd datagen h2-pd6-graphene runs/h2pd6_heldout --trajectories 8 --seed 2027 --workers 2
+HELD_OUT = "runs/h2pd6_heldout/h2_pd6_graphene.extxyz.xz"
 BRANCHES = ("conventional", "dt", "dt_detached")
 MODELS = ("converged", *BRANCHES)  # the models of the main comparison (stability too)
 COMPARISONS = (("conventional", "dt"), ("conventional", "dt_detached"), ("dt_detached", "dt"),
@@ -324,8 +326,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/dt_validity"))
     p.add_argument("--train-data", nargs="+", default=["example:h2_pd6_graphene"], help="training trajectories")
     p.add_argument("--test-data", nargs="+", default=[HELD_OUT] if Path(HELD_OUT).exists() else [],
-                   help=f"held-out test trajectories (default {HELD_OUT}: `longmd datagen h2-pd6-graphene` with "
-                   "seed 2027, see its resume.sh)")
+                   help=f"held-out test trajectories (default {HELD_OUT}: `longmd datagen h2-pd6-graphene "
+                   "runs/h2pd6_heldout --trajectories 8 --seed 2027 --workers 2`)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds, comma-separated")
     p.add_argument("--train-fractions", default="1.0,0.5", help="fractions of the training trajectories")
     p.add_argument("--s-max", type=int, default=4)
